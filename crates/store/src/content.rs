@@ -1,0 +1,205 @@
+//! Content store: blobs by digest under `blobs/sha256/`. A blob is written to
+//! an ingest file while it is hashed, fsync'd, and renamed into place only
+//! when its digest and size match what was expected, so a blob file that
+//! exists is always complete and correct.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use stowage_oci::{Digest, Hasher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("blob {digest}: digest mismatch: got {actual} ({size} bytes)")]
+    DigestMismatch { digest: Digest, actual: Digest, size: u64 },
+    #[error("blob {digest}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    #[error("blob {digest}: not found in the content store")]
+    NotFound { digest: Digest },
+    #[error("content store {path:?}: {op}: {source}")]
+    Io { path: PathBuf, op: &'static str, source: io::Error },
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> ContentError + 'a {
+    move |source| ContentError::Io { path: path.to_path_buf(), op, source }
+}
+
+pub struct ContentStore {
+    blobs: PathBuf,
+    ingest: PathBuf,
+}
+
+static INGEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl ContentStore {
+    pub fn open(root: &Path) -> Result<ContentStore, ContentError> {
+        let blobs = root.join("blobs/sha256");
+        let ingest = root.join("ingest");
+        for d in [&blobs, &ingest] {
+            fs::create_dir_all(d).map_err(io_err(d, "create directory"))?;
+        }
+        Ok(ContentStore { blobs, ingest })
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.blobs.join(d.hex())
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    pub fn size(&self, d: &Digest) -> Option<u64> {
+        fs::metadata(self.path(d)).ok().map(|m| m.len())
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File, ContentError> {
+        File::open(self.path(d)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ContentError::NotFound { digest: d.clone() },
+            _ => ContentError::Io { path: self.path(d), op: "open", source: e },
+        })
+    }
+
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>, ContentError> {
+        fs::read(self.path(d)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ContentError::NotFound { digest: d.clone() },
+            _ => ContentError::Io { path: self.path(d), op: "read", source: e },
+        })
+    }
+
+    /// Remove a blob file. Metadata is the caller's business.
+    pub fn remove(&self, d: &Digest) -> Result<(), ContentError> {
+        match fs::remove_file(self.path(d)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ContentError::Io { path: self.path(d), op: "remove", source: e }),
+        }
+    }
+
+    /// Start writing a blob that should come out as `expected`.
+    pub fn writer(&self, expected: &Digest) -> Result<IngestWriter, ContentError> {
+        let name = format!(
+            "{}.{}.{}.partial",
+            expected.hex(),
+            std::process::id(),
+            INGEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.ingest.join(name);
+        let file = File::create(&path).map_err(io_err(&path, "create ingest file"))?;
+        Ok(IngestWriter {
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            path,
+            hasher: Hasher::new(),
+            expected: expected.clone(),
+            dest: self.path(expected),
+        })
+    }
+
+    /// Write `bytes` as a blob, verifying it against `expected`.
+    pub fn put(&self, expected: &Digest, bytes: &[u8]) -> Result<(), ContentError> {
+        if self.contains(expected) {
+            return Ok(());
+        }
+        let mut w = self.writer(expected)?;
+        w.write_all(bytes).map_err(io_err(&w.path.clone(), "write"))?;
+        w.commit(Some(bytes.len() as u64))
+    }
+
+    /// Remove ingest files left by processes that no longer run.
+    pub fn clean_ingest(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.ingest)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let pid = name.split('.').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = fs::remove_file(e.path());
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A blob being written. Dropping it without `commit` removes the ingest file.
+pub struct IngestWriter {
+    file: Option<io::BufWriter<File>>,
+    path: PathBuf,
+    hasher: Hasher,
+    expected: Digest,
+    dest: PathBuf,
+}
+
+impl IngestWriter {
+    pub fn written(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    /// Verify digest and (when given) size, fsync, and rename into place.
+    pub fn commit(mut self, expected_size: Option<u64>) -> Result<(), ContentError> {
+        let file = self.file.take().expect("commit once");
+        let file = file.into_inner().map_err(|e| ContentError::Io {
+            path: self.path.clone(),
+            op: "flush",
+            source: e.into_error(),
+        })?;
+        let hasher = std::mem::take(&mut self.hasher);
+        let size = hasher.len();
+        let actual = hasher.finish();
+        if let Some(exp) = expected_size {
+            if exp != size {
+                return Err(ContentError::SizeMismatch { digest: self.expected.clone(), expected: exp, actual: size });
+            }
+        }
+        if actual != self.expected {
+            return Err(ContentError::DigestMismatch { digest: self.expected.clone(), actual, size });
+        }
+        file.sync_all().map_err(io_err(&self.path, "fsync"))?;
+        drop(file);
+        fs::rename(&self.path, &self.dest).map_err(io_err(&self.dest, "rename into place"))?;
+        if let Some(dir) = self.dest.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for IngestWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("not committed").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for IngestWriter {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_verifies_and_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::open(dir.path()).unwrap();
+        let d = Digest::of(b"hello");
+        cs.put(&d, b"hello").unwrap();
+        assert_eq!(cs.read(&d).unwrap(), b"hello");
+        let wrong = Digest::of(b"other");
+        assert!(matches!(cs.put(&wrong, b"hello"), Err(ContentError::DigestMismatch { .. })));
+        assert!(!cs.contains(&wrong));
+        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0, "ingest left behind");
+    }
+}
