@@ -90,3 +90,29 @@ build_corpus() {
     say "building and pushing the corpus to $REGISTRY (work dir $CORPUS_WORK; first run ~2-3 min)"
     bash "$SHARED/corpus/build.sh" -w "$CORPUS_WORK" -r "$REGISTRY"
 }
+
+# A loop-mounted ext4 for scratch stores: deleting many files on the work
+# disk is slow, and overlay/xattr tests want a real filesystem.
+mount_scratch() {
+    SCRATCH=$STATE/scratch
+    local img=$STATE/scratch.img
+    if mountpoint -q "$SCRATCH"; then
+        umount "$SCRATCH" || umount -l "$SCRATCH"
+    fi
+    rm -f "$img"
+    truncate -s "${SCRATCH_SIZE:-24G}" "$img"
+    mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$img"
+    mkdir -p "$SCRATCH"
+    mount -o loop "$img" "$SCRATCH"
+    export SCRATCH
+    say "scratch filesystem at $SCRATCH (loop-mounted ext4)"
+}
+
+unmount_scratch() {
+    if [[ -n ${SCRATCH:-} ]] && mountpoint -q "$SCRATCH"; then
+        # Overlay mounts made by tests live below; release them first.
+        grep -o " $SCRATCH/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        umount "$SCRATCH" 2>/dev/null || umount -l "$SCRATCH" || true
+        rm -f "$STATE/scratch.img"
+    fi
+}

@@ -138,9 +138,20 @@ impl IngestWriter {
         self.hasher.len()
     }
 
+    /// The hash of what was written so far.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
     /// Verify digest and (when given) size, fsync, and rename into place.
-    pub fn commit(mut self, expected_size: Option<u64>) -> Result<(), ContentError> {
-        let file = self.file.take().expect("commit once");
+    pub fn commit(self, expected_size: Option<u64>) -> Result<(), ContentError> {
+        self.verify(expected_size)?.publish()
+    }
+
+    /// Verify digest and (when given) size and fsync, but do not publish
+    /// yet: a pull publishes its blobs only once every layer checked out.
+    pub fn verify(mut self, expected_size: Option<u64>) -> Result<VerifiedBlob, ContentError> {
+        let file = self.file.take().expect("verify once");
         let file = file.into_inner().map_err(|e| ContentError::Io {
             path: self.path.clone(),
             op: "flush",
@@ -158,14 +169,42 @@ impl IngestWriter {
             return Err(ContentError::DigestMismatch { digest: self.expected.clone(), actual, size });
         }
         file.sync_all().map_err(io_err(&self.path, "fsync"))?;
-        drop(file);
+        Ok(VerifiedBlob {
+            path: std::mem::take(&mut self.path),
+            dest: std::mem::take(&mut self.dest),
+            digest: self.expected.clone(),
+            size,
+        })
+    }
+}
+
+/// A blob whose bytes were verified and synced, waiting in ingest/ to be
+/// published. Dropping it removes the ingest file.
+pub struct VerifiedBlob {
+    path: PathBuf,
+    dest: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl VerifiedBlob {
+    pub fn publish(mut self) -> Result<(), ContentError> {
         fs::rename(&self.path, &self.dest).map_err(io_err(&self.dest, "rename into place"))?;
+        self.path = PathBuf::new();
         if let Some(dir) = self.dest.parent() {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for VerifiedBlob {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -182,7 +221,9 @@ impl Write for IngestWriter {
 
 impl Drop for IngestWriter {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod snapshots;
 
 use std::path::{Path, PathBuf};
 
-pub use content::{ContentError, ContentStore, IngestWriter};
+pub use content::{ContentError, ContentStore, IngestWriter, VerifiedBlob};
 pub use images::{ImageRecord, LayerForm, LayerRecord};
 pub use meta::{Meta, MetaError};
 pub use snapshots::{SnapshotError, SnapshotRecord, Snapshots};

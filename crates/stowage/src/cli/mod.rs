@@ -1,0 +1,129 @@
+//! Command-line parsing and dispatch. Every command is a thin adapter over
+//! the `stowage` library.
+
+mod commands;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use stowage::config::{Config, DEFAULT_CONFIG};
+
+#[derive(Parser)]
+#[command(name = "stowage", version, about = "A container image store that keeps what it must and rebuilds the rest")]
+pub struct Cli {
+    /// Store root (default /var/lib/stowage as root, $XDG_DATA_HOME/stowage otherwise).
+    #[arg(long, global = true, env = "STOWAGE_ROOT")]
+    pub root: Option<PathBuf>,
+    /// stowage.toml to read (default /etc/stowage/stowage.toml when it exists).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Read settings from a containerd config.toml instead.
+    #[arg(long, global = true)]
+    pub containerd_config: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace); STOWAGE_LOG overrides.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Pull an image from a registry into the store.
+    Pull {
+        reference: String,
+        /// Platform to pull from a multi-platform image (os/arch[/variant]); default the host.
+        #[arg(long, conflicts_with = "all_platforms")]
+        platform: Option<String>,
+        /// Keep every platform's content of a multi-platform image.
+        #[arg(long)]
+        all_platforms: bool,
+        /// Which forms of each layer to keep: keep, recipe, discard, compressed.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Talk plain HTTP to the registry (a local registry).
+        #[arg(long)]
+        plain_http: bool,
+        /// Registry credentials as USER:PASS.
+        #[arg(long)]
+        creds: Option<String>,
+        /// Layers downloaded at once (default 3, or max_concurrent_downloads).
+        #[arg(long)]
+        max_concurrent: Option<usize>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List images.
+    Images {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Only print names.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show an image's manifest, config, layers and the forms each layer keeps.
+    Inspect {
+        reference: String,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove image names (content is reclaimed by `gc`).
+    #[command(alias = "rmi")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Write an image's flattened root filesystem into DIR (for runc/crun).
+    Unpack {
+        reference: String,
+        dir: PathBuf,
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Mount an image's layers read-only on DIR (overlayfs); `umount DIR` releases it.
+    Mount {
+        reference: String,
+        dir: PathBuf,
+        #[arg(long)]
+        platform: Option<String>,
+    },
+}
+
+pub fn run() -> Result<(), String> {
+    let cli = Cli::parse();
+    let filter = std::env::var("STOWAGE_LOG").unwrap_or_else(|_| cli.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &cli.config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None if std::path::Path::new(DEFAULT_CONFIG).is_file() => {
+            Config::load(std::path::Path::new(DEFAULT_CONFIG)).map_err(|e| e.to_string())?
+        }
+        None => Config::default(),
+    };
+    if let Some(p) = &cli.containerd_config {
+        config.apply_containerd(p).map_err(|e| e.to_string())?;
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let root = cli.root.clone().or_else(|| config.root.clone()).unwrap_or_else(stowage_store::default_root);
+    commands::dispatch(cli.command, &root, &config)
+}

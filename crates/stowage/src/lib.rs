@@ -1,0 +1,13 @@
+//! stowage as a library: the operations the CLI, the CRI server and the
+//! registry server share. Each front end is a thin adapter over these.
+
+pub mod config;
+pub mod image;
+pub mod mount;
+pub mod progress;
+pub mod pull;
+pub mod unpack;
+
+pub use image::{resolve_image, ImageError, ResolvedImage};
+pub use pull::{pull, PullError, PullOptions, PullReport};
+pub use stowage_store::{Policy, Store};
