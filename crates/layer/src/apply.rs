@@ -21,8 +21,8 @@ use tar::EntryType;
 
 use crate::error::{io_err, ApplyError};
 use crate::node::{self, Attrs, OPAQUE_XATTR};
-use crate::pax::{self, Guarded, Pax, Recorder, MAX_PAX_LEN, META_BUDGET};
 use crate::paths::{self, is_within, PathIssue, MAX_PATH_LEN};
+use crate::pax::{self, Guarded, Pax, Recorder, MAX_PAX_LEN, META_BUDGET};
 use crate::tree::{DirMeta, Probe, Removed, Tree};
 
 /// Size of the one buffer file content is copied through.
@@ -38,7 +38,9 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { same_owner: nix::unistd::geteuid().is_root() }
+        ApplyOptions {
+            same_owner: nix::unistd::geteuid().is_root(),
+        }
     }
 }
 
@@ -68,9 +70,16 @@ pub struct DeferredLink {
 ///
 /// The tar stream is read to its very end, trailing zero blocks and padding
 /// included, so a caller hashing the stream underneath sees every byte.
-pub fn apply_layer<R: Read>(tar: R, root: &Path, opts: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
+pub fn apply_layer<R: Read>(
+    tar: R,
+    root: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
     let rec = Rc::new(RefCell::new(Recorder::default()));
-    let mut archive = tar::Archive::new(Guarded { inner: tar, rec: rec.clone() });
+    let mut archive = tar::Archive::new(Guarded {
+        inner: tar,
+        rec: rec.clone(),
+    });
     let mut ap = Applier {
         tree: Tree::new(root),
         same_owner: opts.same_owner,
@@ -81,7 +90,10 @@ pub fn apply_layer<R: Read>(tar: R, root: &Path, opts: &ApplyOptions) -> Result<
     };
     let mut last: Option<PathBuf> = None;
     {
-        let mut entries = archive.entries().map_err(|source| ApplyError::Read { after: None, source })?;
+        let mut entries = archive.entries().map_err(|source| ApplyError::Read {
+            after: None,
+            source,
+        })?;
         loop {
             rec.borrow_mut().start();
             let next = entries.next();
@@ -90,9 +102,17 @@ pub fn apply_layer<R: Read>(tar: R, root: &Path, opts: &ApplyOptions) -> Result<
                 None => break,
                 Some(Ok(e)) => e,
                 Some(Err(_)) if tripped => {
-                    return Err(ApplyError::MetadataTooLarge { after: last, limit: META_BUDGET })
+                    return Err(ApplyError::MetadataTooLarge {
+                        after: last,
+                        limit: META_BUDGET,
+                    })
                 }
-                Some(Err(source)) => return Err(ApplyError::Read { after: last, source }),
+                Some(Err(source)) => {
+                    return Err(ApplyError::Read {
+                        after: last,
+                        source,
+                    })
+                }
             };
             let pax = {
                 let r = rec.borrow();
@@ -107,7 +127,11 @@ pub fn apply_layer<R: Read>(tar: R, root: &Path, opts: &ApplyOptions) -> Result<
                 let path = paths::display(&entry.path_bytes());
                 match len {
                     0 => ApplyError::BadPax { path, what },
-                    len => ApplyError::PaxTooLarge { path, len, max: MAX_PAX_LEN },
+                    len => ApplyError::PaxTooLarge {
+                        path,
+                        len,
+                        max: MAX_PAX_LEN,
+                    },
                 }
             })?;
             let name = ap.entry(&mut entry, pax)?;
@@ -118,7 +142,10 @@ pub fn apply_layer<R: Read>(tar: R, root: &Path, opts: &ApplyOptions) -> Result<
         }
     }
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| ApplyError::Read { after: last, source })?;
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| ApplyError::Read {
+        after: last,
+        source,
+    })?;
     ap.tree.finish()?;
     let mut report = ap.report;
     report.deferred_links = ap.deferred.into_iter().flatten().collect();
@@ -137,22 +164,40 @@ struct Applier<'r> {
 
 impl Applier<'_> {
     /// Apply one entry; returns its name for error messages.
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, mut pax: Pax) -> Result<PathBuf, ApplyError> {
-        let raw = pax.path.take().unwrap_or_else(|| entry.path_bytes().into_owned());
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        mut pax: Pax,
+    ) -> Result<PathBuf, ApplyError> {
+        let raw = pax
+            .path
+            .take()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
         let name = paths::display(&raw);
         if raw.len() > MAX_PATH_LEN {
-            return Err(ApplyError::TooLong { path: name, what: "path", len: raw.len(), max: MAX_PATH_LEN });
+            return Err(ApplyError::TooLong {
+                path: name,
+                what: "path",
+                len: raw.len(),
+                max: MAX_PATH_LEN,
+            });
         }
         let rel = paths::normalize(&raw).map_err(|issue| match issue {
             PathIssue::DotDot => ApplyError::PathEscape { path: name.clone() },
-            PathIssue::Nul => ApplyError::BadHeader { path: name.clone(), what: "NUL byte in path".into() },
+            PathIssue::Nul => ApplyError::BadHeader {
+                path: name.clone(),
+                what: "NUL byte in path".into(),
+            },
         })?;
         if let Some(size) = pax.size {
             // The tar crate stops reading PAX records at the first one it
             // cannot parse; if that hid the size record, it framed this entry
             // wrongly and everything after it would be garbage.
             if size != entry.size() {
-                return Err(ApplyError::BadPax { path: name, what: "size record the tar parser missed".into() });
+                return Err(ApplyError::BadPax {
+                    path: name,
+                    what: "size record the tar parser missed".into(),
+                });
             }
         }
         let hdr = entry.header();
@@ -187,7 +232,10 @@ impl Applier<'_> {
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let hdr = entry.header();
-                let bad = |e: io::Error| ApplyError::BadHeader { path: name.clone(), what: e.to_string() };
+                let bad = |e: io::Error| ApplyError::BadHeader {
+                    path: name.clone(),
+                    what: e.to_string(),
+                };
                 let major = hdr.device_major().map_err(bad)?.unwrap_or(0);
                 let minor = hdr.device_minor().map_err(bad)?.unwrap_or(0);
                 let kind = match et {
@@ -224,23 +272,38 @@ impl Applier<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err(name, "read file content from the tar")(e)),
             };
-            f.write_all(&self.buf[..n]).map_err(io_err(name, "write file content"))?;
+            f.write_all(&self.buf[..n])
+                .map_err(io_err(name, "write file content"))?;
             self.report.bytes += n as u64;
         }
         node::finish_fd(name, &f, attrs, xattrs, self.same_owner)
     }
 
-    fn dir(&mut self, name: &Path, rel: &Path, attrs: &Attrs, xattrs: &[(OsString, Vec<u8>)]) -> Result<(), ApplyError> {
+    fn dir(
+        &mut self,
+        name: &Path,
+        rel: &Path,
+        attrs: &Attrs,
+        xattrs: &[(OsString, Vec<u8>)],
+    ) -> Result<(), ApplyError> {
         self.tree.ensure_parents(name, rel)?;
         self.forget_deferred(rel);
         let removed = self.tree.make_dir(name, rel)?;
         self.removed(rel, removed);
         let full = self.tree.full(rel);
         if self.same_owner {
-            std::os::unix::fs::lchown(&full, Some(attrs.uid), Some(attrs.gid)).map_err(io_err(name, "set owner"))?;
+            std::os::unix::fs::lchown(&full, Some(attrs.uid), Some(attrs.gid))
+                .map_err(io_err(name, "set owner"))?;
         }
         node::set_xattrs_path(name, &full, xattrs);
-        self.tree.defer_dir_meta(rel, DirMeta { mode: attrs.mode, atime: attrs.atime, mtime: attrs.mtime });
+        self.tree.defer_dir_meta(
+            rel,
+            DirMeta {
+                mode: attrs.mode,
+                atime: attrs.atime,
+                mtime: attrs.mtime,
+            },
+        );
         Ok(())
     }
 
@@ -256,10 +319,18 @@ impl Applier<'_> {
         self.forget_deferred(rel);
         // The target is stored as it is and never followed, so it may point anywhere.
         let target = OsStr::from_bytes(target);
-        let ((), removed) =
-            self.tree.create(name, rel, "create symlink", |p| std::os::unix::fs::symlink(target, p))?;
+        let ((), removed) = self.tree.create(name, rel, "create symlink", |p| {
+            std::os::unix::fs::symlink(target, p)
+        })?;
         self.removed(rel, removed);
-        node::finish_path(name, &self.tree.full(rel), attrs, xattrs, self.same_owner, true)
+        node::finish_path(
+            name,
+            &self.tree.full(rel),
+            attrs,
+            xattrs,
+            self.same_owner,
+            true,
+        )
     }
 
     fn node(
@@ -273,41 +344,70 @@ impl Applier<'_> {
     ) -> Result<(), ApplyError> {
         self.tree.ensure_parents(name, rel)?;
         self.forget_deferred(rel);
-        let ((), removed) = self.tree.create(name, rel, "create device node", |p| node::mknod(p, kind, rdev))?;
+        let ((), removed) = self.tree.create(name, rel, "create device node", |p| {
+            node::mknod(p, kind, rdev)
+        })?;
         self.removed(rel, removed);
-        node::finish_path(name, &self.tree.full(rel), attrs, xattrs, self.same_owner, false)
+        node::finish_path(
+            name,
+            &self.tree.full(rel),
+            attrs,
+            xattrs,
+            self.same_owner,
+            false,
+        )
     }
 
     fn hard_link(&mut self, name: &Path, rel: &Path, target_raw: &[u8]) -> Result<(), ApplyError> {
         let target = paths::normalize(target_raw).map_err(|issue| match issue {
-            PathIssue::DotDot => {
-                ApplyError::LinkTargetEscape { path: name.to_path_buf(), target: paths::display(target_raw) }
-            }
-            PathIssue::Nul => ApplyError::BadHeader { path: name.to_path_buf(), what: "NUL byte in link target".into() },
+            PathIssue::DotDot => ApplyError::LinkTargetEscape {
+                path: name.to_path_buf(),
+                target: paths::display(target_raw),
+            },
+            PathIssue::Nul => ApplyError::BadHeader {
+                path: name.to_path_buf(),
+                what: "NUL byte in link target".into(),
+            },
         })?;
         if rel.as_os_str().is_empty() {
-            return Err(ApplyError::ReplacesRoot { path: name.to_path_buf() });
+            return Err(ApplyError::ReplacesRoot {
+                path: name.to_path_buf(),
+            });
         }
         if target.as_os_str().is_empty() {
-            return Err(ApplyError::LinkTargetIsDir { path: name.to_path_buf(), target });
+            return Err(ApplyError::LinkTargetIsDir {
+                path: name.to_path_buf(),
+                target,
+            });
         }
         self.tree.ensure_parents(name, rel)?;
         match self.tree.probe(name, &target)? {
-            Probe::Found(md) if md.is_dir() => Err(ApplyError::LinkTargetIsDir { path: name.to_path_buf(), target }),
-            Probe::Found(md) if node::is_whiteout(&md) => {
-                Err(ApplyError::LinkTargetNotFound { path: name.to_path_buf(), target })
-            }
-            Probe::UnderNonDir => Err(ApplyError::LinkTargetNotFound { path: name.to_path_buf(), target }),
-            Probe::ViaSymlink(via) => {
-                Err(ApplyError::LinkTargetViaSymlink { path: name.to_path_buf(), target, via })
-            }
+            Probe::Found(md) if md.is_dir() => Err(ApplyError::LinkTargetIsDir {
+                path: name.to_path_buf(),
+                target,
+            }),
+            Probe::Found(md) if node::is_whiteout(&md) => Err(ApplyError::LinkTargetNotFound {
+                path: name.to_path_buf(),
+                target,
+            }),
+            Probe::UnderNonDir => Err(ApplyError::LinkTargetNotFound {
+                path: name.to_path_buf(),
+                target,
+            }),
+            Probe::ViaSymlink(via) => Err(ApplyError::LinkTargetViaSymlink {
+                path: name.to_path_buf(),
+                target,
+                via,
+            }),
             Probe::Found(_) if target == rel => Ok(()),
             Probe::Found(_) => {
                 self.forget_deferred(rel);
                 let src = self.tree.full(&target);
                 // std's hard_link is linkat without AT_SYMLINK_FOLLOW: a
                 // symlink target is linked as the symlink itself.
-                let ((), removed) = self.tree.create(name, rel, "create hard link", |p| std::fs::hard_link(&src, p))?;
+                let ((), removed) = self.tree.create(name, rel, "create hard link", |p| {
+                    std::fs::hard_link(&src, p)
+                })?;
                 self.removed(rel, removed);
                 Ok(())
             }
@@ -315,8 +415,12 @@ impl Applier<'_> {
                 let removed = self.tree.remove(name, rel)?;
                 self.removed(rel, removed);
                 self.forget_deferred(rel);
-                self.deferred_at.insert(rel.to_path_buf(), self.deferred.len());
-                self.deferred.push(Some(DeferredLink { path: rel.to_path_buf(), target }));
+                self.deferred_at
+                    .insert(rel.to_path_buf(), self.deferred.len());
+                self.deferred.push(Some(DeferredLink {
+                    path: rel.to_path_buf(),
+                    target,
+                }));
                 Ok(())
             }
         }
@@ -329,7 +433,8 @@ impl Applier<'_> {
             // ensure_parents makes the directory itself, as it is rel's parent.
             self.tree.ensure_parents(name, rel)?;
             let dir = self.tree.full(parent);
-            return xattr::set(&dir, OPAQUE_XATTR, b"y").map_err(io_err(name, "mark directory opaque"));
+            return xattr::set(&dir, OPAQUE_XATTR, b"y")
+                .map_err(io_err(name, "mark directory opaque"));
         }
         if fname.starts_with(b".wh..wh.") {
             tracing::debug!(entry = ?name, "ignoring overlay metadata entry");
@@ -337,13 +442,16 @@ impl Applier<'_> {
         }
         let victim = &fname[4..];
         if matches!(victim, b"" | b"." | b"..") {
-            return Err(ApplyError::BadWhiteout { path: name.to_path_buf() });
+            return Err(ApplyError::BadWhiteout {
+                path: name.to_path_buf(),
+            });
         }
         let target = parent.join(OsStr::from_bytes(victim));
         self.tree.ensure_parents(name, rel)?;
         self.forget_deferred(&target);
-        let ((), removed) =
-            self.tree.create(name, &target, "create whiteout", |p| node::mknod(p, SFlag::S_IFCHR, 0))?;
+        let ((), removed) = self.tree.create(name, &target, "create whiteout", |p| {
+            node::mknod(p, SFlag::S_IFCHR, 0)
+        })?;
         self.removed(&target, removed);
         Ok(())
     }
@@ -376,7 +484,10 @@ impl Applier<'_> {
 
 /// Owner, mode and times of an entry, PAX records winning over the header.
 fn attrs_of(name: &Path, hdr: &tar::Header, pax: &Pax) -> Result<Attrs, ApplyError> {
-    let bad = |what: String| ApplyError::BadHeader { path: name.to_path_buf(), what };
+    let bad = |what: String| ApplyError::BadHeader {
+        path: name.to_path_buf(),
+        what,
+    };
     let mode = hdr.mode().map_err(|e| bad(format!("mode: {e}")))? & 0o7777;
     let id = |v: Option<u64>, h: io::Result<u64>, what: &str| -> Result<u32, ApplyError> {
         let v = match v {
@@ -391,12 +502,21 @@ fn attrs_of(name: &Path, hdr: &tar::Header, pax: &Pax) -> Result<Attrs, ApplyErr
         Some(t) => t,
         None => {
             let m = hdr.mtime().map_err(|e| bad(format!("mtime: {e}")))?;
-            (i64::try_from(m).map_err(|_| bad(format!("mtime {m} is out of range")))?, 0)
+            (
+                i64::try_from(m).map_err(|_| bad(format!("mtime {m} is out of range")))?,
+                0,
+            )
         }
     };
     // atime follows mtime so that a snapshot does not depend on when it was made.
     let t = TimeSpec::new(sec, nsec);
-    Ok(Attrs { uid, gid, mode, atime: t, mtime: t })
+    Ok(Attrs {
+        uid,
+        gid,
+        mode,
+        atime: t,
+        mtime: t,
+    })
 }
 
 /// The link target of a symlink or hard link entry, PAX `linkpath` first.
@@ -408,10 +528,16 @@ fn link_target<R: Read>(
 ) -> Result<Vec<u8>, ApplyError> {
     let target = match pax {
         Some(t) => t,
-        None => entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default(),
+        None => entry
+            .link_name_bytes()
+            .map(|c| c.into_owned())
+            .unwrap_or_default(),
     };
     if target.is_empty() {
-        return Err(ApplyError::BadHeader { path: name.to_path_buf(), what: format!("{what} without a target") });
+        return Err(ApplyError::BadHeader {
+            path: name.to_path_buf(),
+            what: format!("{what} without a target"),
+        });
     }
     if target.len() > MAX_PATH_LEN {
         return Err(ApplyError::TooLong {
@@ -422,7 +548,10 @@ fn link_target<R: Read>(
         });
     }
     if target.contains(&0) {
-        return Err(ApplyError::BadHeader { path: name.to_path_buf(), what: format!("NUL byte in {what} target") });
+        return Err(ApplyError::BadHeader {
+            path: name.to_path_buf(),
+            what: format!("NUL byte in {what} target"),
+        });
     }
     Ok(target)
 }

@@ -35,8 +35,16 @@ pub struct FlattenReport {
 /// within one snapshot stay hard-linked. Nothing in `dst` is ever followed:
 /// a symlink from a lower snapshot that an upper one puts a directory under
 /// is replaced, not written through.
-pub fn flatten(snapshots: &[&Path], dst: &Path, opts: &ApplyOptions) -> Result<FlattenReport, ApplyError> {
-    let mut f = Flattener { tree: Tree::new(dst), same_owner: opts.same_owner, report: FlattenReport::default() };
+pub fn flatten(
+    snapshots: &[&Path],
+    dst: &Path,
+    opts: &ApplyOptions,
+) -> Result<FlattenReport, ApplyError> {
+    let mut f = Flattener {
+        tree: Tree::new(dst),
+        same_owner: opts.same_owner,
+        report: FlattenReport::default(),
+    };
     for snap in snapshots {
         f.snapshot(snap)?;
     }
@@ -69,7 +77,8 @@ impl Flattener<'_> {
             for name in names {
                 let rel = dir.join(&name);
                 let src = snap.join(&rel);
-                let md = fs::symlink_metadata(&src).map_err(io_err(&src, "inspect snapshot entry"))?;
+                let md =
+                    fs::symlink_metadata(&src).map_err(io_err(&src, "inspect snapshot entry"))?;
                 if node::is_whiteout(&md) {
                     self.whiteout(&src, &rel)?;
                 } else if md.is_dir() {
@@ -94,7 +103,9 @@ impl Flattener<'_> {
     fn dir(&mut self, src: &Path, rel: &Path, md: &fs::Metadata) -> Result<(), ApplyError> {
         self.tree.ensure_parents(src, rel)?;
         let full = self.tree.full(rel);
-        let existed = fs::symlink_metadata(&full).map(|m| m.is_dir()).unwrap_or(false);
+        let existed = fs::symlink_metadata(&full)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         self.tree.make_dir(src, rel)?;
         let opaque = node::is_opaque(src).map_err(io_err(src, "read opaque xattr"))?;
         if existed && opaque {
@@ -102,7 +113,8 @@ impl Flattener<'_> {
         }
         let attrs = Attrs::of(md);
         if self.same_owner {
-            std::os::unix::fs::lchown(&full, Some(attrs.uid), Some(attrs.gid)).map_err(io_err(src, "set owner"))?;
+            std::os::unix::fs::lchown(&full, Some(attrs.uid), Some(attrs.gid))
+                .map_err(io_err(src, "set owner"))?;
         }
         let xattrs = node::read_xattrs(src).map_err(io_err(src, "read xattrs"))?;
         if existed {
@@ -116,7 +128,14 @@ impl Flattener<'_> {
             }
         }
         node::set_xattrs_path(src, &full, &xattrs);
-        self.tree.defer_dir_meta(rel, DirMeta { mode: attrs.mode, atime: attrs.atime, mtime: attrs.mtime });
+        self.tree.defer_dir_meta(
+            rel,
+            DirMeta {
+                mode: attrs.mode,
+                atime: attrs.atime,
+                mtime: attrs.mtime,
+            },
+        );
         self.report.dirs += 1;
         Ok(())
     }

@@ -26,8 +26,8 @@ mod error;
 mod flatten;
 mod links;
 mod node;
-mod pax;
 mod paths;
+mod pax;
 mod stream;
 mod tree;
 
@@ -36,6 +36,6 @@ pub use error::ApplyError;
 pub use flatten::{flatten, FlattenReport};
 pub use links::resolve_deferred_links;
 pub use node::OPAQUE_XATTR;
-pub use pax::MAX_PAX_LEN;
 pub use paths::MAX_PATH_LEN;
+pub use pax::MAX_PAX_LEN;
 pub use stream::{decompress, HashingReader};

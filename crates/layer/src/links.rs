@@ -30,15 +30,22 @@ pub fn resolve_deferred_links(
     opts: &ApplyOptions,
 ) -> Result<(), ApplyError> {
     let mut tree = Tree::new(root);
-    let layers: Vec<&Path> = std::iter::once(root).chain(lowers.iter().copied()).collect();
+    let layers: Vec<&Path> = std::iter::once(root)
+        .chain(lowers.iter().copied())
+        .collect();
     for link in links {
         let path = checked(&link.path, &link.path)?;
         let target = checked(&link.path, &link.target)?;
         if path.as_os_str().is_empty() {
             return Err(ApplyError::ReplacesRoot { path });
         }
-        let not_found = || ApplyError::LinkTargetNotFound { path: path.clone(), target: target.clone() };
-        let (layer, found, md) = lookup(&layers, &target).map_err(io_err(&path, "look up hard link target"))?.ok_or_else(not_found)?;
+        let not_found = || ApplyError::LinkTargetNotFound {
+            path: path.clone(),
+            target: target.clone(),
+        };
+        let (layer, found, md) = lookup(&layers, &target)
+            .map_err(io_err(&path, "look up hard link target"))?
+            .ok_or_else(not_found)?;
         if md.is_dir() {
             return Err(ApplyError::LinkTargetIsDir { path, target });
         }
@@ -60,9 +67,17 @@ pub fn resolve_deferred_links(
 /// A link path from the caller, normalised; a `..` is refused like in a tar.
 fn checked(entry: &Path, p: &Path) -> Result<PathBuf, ApplyError> {
     paths::normalize(paths::bytes(p)).map_err(|issue| match issue {
-        PathIssue::DotDot if entry == p => ApplyError::PathEscape { path: entry.to_path_buf() },
-        PathIssue::DotDot => ApplyError::LinkTargetEscape { path: entry.to_path_buf(), target: p.to_path_buf() },
-        PathIssue::Nul => ApplyError::BadHeader { path: entry.to_path_buf(), what: "NUL byte in path".into() },
+        PathIssue::DotDot if entry == p => ApplyError::PathEscape {
+            path: entry.to_path_buf(),
+        },
+        PathIssue::DotDot => ApplyError::LinkTargetEscape {
+            path: entry.to_path_buf(),
+            target: p.to_path_buf(),
+        },
+        PathIssue::Nul => ApplyError::BadHeader {
+            path: entry.to_path_buf(),
+            what: "NUL byte in path".into(),
+        },
     })
 }
 
@@ -71,7 +86,10 @@ fn checked(entry: &Path, p: &Path) -> Result<PathBuf, ApplyError> {
 /// non-directory (symlinks included: they are never followed) on the way,
 /// hides it in every layer below; an opaque directory on the way hides the
 /// layers below it. Returns the layer index, full path and lstat.
-pub(crate) fn lookup(layers: &[&Path], rel: &Path) -> io::Result<Option<(usize, PathBuf, fs::Metadata)>> {
+pub(crate) fn lookup(
+    layers: &[&Path],
+    rel: &Path,
+) -> io::Result<Option<(usize, PathBuf, fs::Metadata)>> {
     let comps: Vec<_> = rel.components().collect();
     if comps.is_empty() {
         return Ok(None);

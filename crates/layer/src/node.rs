@@ -128,9 +128,11 @@ pub(crate) fn finish_fd(
     same_owner: bool,
 ) -> Result<(), ApplyError> {
     if same_owner {
-        std::os::unix::fs::fchown(f, Some(a.uid), Some(a.gid)).map_err(io_err(entry, "set owner"))?;
+        std::os::unix::fs::fchown(f, Some(a.uid), Some(a.gid))
+            .map_err(io_err(entry, "set owner"))?;
     }
-    f.set_permissions(Permissions::from_mode(a.mode)).map_err(io_err(entry, "set mode"))?;
+    f.set_permissions(Permissions::from_mode(a.mode))
+        .map_err(io_err(entry, "set mode"))?;
     set_xattrs_fd(entry, f, xattrs);
     nix::sys::stat::futimens(f.as_raw_fd(), &a.atime, &a.mtime).map_err(nix_err(entry, "set times"))
 }
@@ -146,19 +148,26 @@ pub(crate) fn finish_path(
     symlink: bool,
 ) -> Result<(), ApplyError> {
     if same_owner {
-        std::os::unix::fs::lchown(path, Some(a.uid), Some(a.gid)).map_err(io_err(entry, "set owner"))?;
+        std::os::unix::fs::lchown(path, Some(a.uid), Some(a.gid))
+            .map_err(io_err(entry, "set owner"))?;
     }
     if !symlink {
         // chmod follows symlinks, but callers only get here for a node they
         // have just created, which is not one.
-        fs::set_permissions(path, Permissions::from_mode(a.mode)).map_err(io_err(entry, "set mode"))?;
+        fs::set_permissions(path, Permissions::from_mode(a.mode))
+            .map_err(io_err(entry, "set mode"))?;
     }
     set_xattrs_path(entry, path, xattrs);
     set_times_path(entry, path, a.atime, a.mtime)
 }
 
 /// utimensat without following a symlink.
-pub(crate) fn set_times_path(entry: &Path, path: &Path, atime: TimeSpec, mtime: TimeSpec) -> Result<(), ApplyError> {
+pub(crate) fn set_times_path(
+    entry: &Path,
+    path: &Path,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+) -> Result<(), ApplyError> {
     nix::sys::stat::utimensat(None, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
         .map_err(nix_err(entry, "set times"))
 }
@@ -182,7 +191,13 @@ pub(crate) fn node_kind(md: &Metadata) -> Option<SFlag> {
 /// Copy one non-directory node from `src` (described by `md`) to `dst`,
 /// which must not exist: content, owner, mode, times and xattrs (except
 /// overlay ones). Returns the content bytes copied. `entry` names it in errors.
-pub(crate) fn copy_node(entry: &Path, src: &Path, md: &Metadata, dst: &Path, same_owner: bool) -> Result<u64, ApplyError> {
+pub(crate) fn copy_node(
+    entry: &Path,
+    src: &Path,
+    md: &Metadata,
+    dst: &Path,
+    same_owner: bool,
+) -> Result<u64, ApplyError> {
     let attrs = Attrs::of(md);
     let xattrs = read_xattrs(src).map_err(io_err(entry, "read xattrs"))?;
     let ft = md.file_type();

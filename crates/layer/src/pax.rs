@@ -69,7 +69,9 @@ impl<R: Read> Read for Guarded<R> {
             let room = META_BUDGET.saturating_sub(rec.buf.len() as u64);
             if room == 0 && !buf.is_empty() {
                 rec.tripped = true;
-                return Err(io::Error::other("tar extension headers exceed the size limit"));
+                return Err(io::Error::other(
+                    "tar extension headers exceed the size limit",
+                ));
             }
             let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
             let n = self.inner.read(&mut buf[..want])?;
@@ -90,15 +92,24 @@ fn find_pax(rec: &[u8], start: u64, main: u64) -> Result<Option<&[u8]>, String> 
     let mut found = None;
     while h < main {
         let off = usize::try_from(h - start).map_err(|e| e.to_string())?;
-        let block = rec.get(off..off + BLOCK as usize).ok_or("extension header outside the recorded bytes")?;
+        let block = rec
+            .get(off..off + BLOCK as usize)
+            .ok_or("extension header outside the recorded bytes")?;
         let hdr = tar::Header::from_byte_slice(block);
-        let size = hdr.entry_size().map_err(|e| format!("extension header size: {e}"))?;
+        let size = hdr
+            .entry_size()
+            .map_err(|e| format!("extension header size: {e}"))?;
         let et = hdr.entry_type();
         if et.is_pax_local_extensions() {
-            let data = usize::try_from(size).ok().and_then(|s| rec.get(off + 512..(off + 512).checked_add(s)?));
+            let data = usize::try_from(size)
+                .ok()
+                .and_then(|s| rec.get(off + 512..(off + 512).checked_add(s)?));
             found = Some(data.ok_or("PAX data outside the recorded bytes")?);
         } else if !(et.is_gnu_longname() || et.is_gnu_longlink()) {
-            return Err(format!("unexpected header type {:?} before the entry", et.as_byte() as char));
+            return Err(format!(
+                "unexpected header type {:?} before the entry",
+                et.as_byte() as char
+            ));
         }
         h = size
             .checked_next_multiple_of(BLOCK)
@@ -135,7 +146,11 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pax, String> {
         if rest[0] == 0 {
             break;
         }
-        let sp = rest.iter().take(21).position(|b| *b == b' ').ok_or("record without a length")?;
+        let sp = rest
+            .iter()
+            .take(21)
+            .position(|b| *b == b' ')
+            .ok_or("record without a length")?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -145,7 +160,10 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pax, String> {
             return Err(format!("record length {len} does not match the data"));
         }
         let kv = &rest[sp + 1..len - 1];
-        let eq = kv.iter().position(|b| *b == b'=').ok_or("record without '='")?;
+        let eq = kv
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or("record without '='")?;
         let (key, value) = (&kv[..eq], &kv[eq + 1..]);
         apply_record(&mut pax, key, value)?;
         i += len;
@@ -168,11 +186,14 @@ fn apply_record(pax: &mut Pax, key: &[u8], value: &[u8]) -> Result<(), String> {
         b"uid" if !value.is_empty() => pax.uid = Some(num(value)?),
         b"gid" if !value.is_empty() => pax.gid = Some(num(value)?),
         b"size" if !value.is_empty() => pax.size = Some(num(value)?),
-        b"mtime" if !value.is_empty() => pax.mtime = Some(parse_time(value).ok_or("mtime is not a time")?),
+        b"mtime" if !value.is_empty() => {
+            pax.mtime = Some(parse_time(value).ok_or("mtime is not a time")?)
+        }
         _ => {
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 if !name.is_empty() {
-                    pax.xattrs.push((OsString::from_vec(name.to_vec()), value.to_vec()));
+                    pax.xattrs
+                        .push((OsString::from_vec(name.to_vec()), value.to_vec()));
                 }
             }
         }
@@ -188,7 +209,10 @@ fn parse_time(v: &[u8]) -> Option<(i64, i64)> {
         None => (false, s),
     };
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let secs: i64 = secs.parse().ok()?;
@@ -226,7 +250,13 @@ mod tests {
         data.extend(record("uid", b"100000"));
         data.extend(record("mtime", b"1700000000.5"));
         let pax = parse(&data).unwrap();
-        assert_eq!(pax.xattrs, vec![(OsString::from("security.capability"), b"\x01\x0a\x00=\n\x02".to_vec())]);
+        assert_eq!(
+            pax.xattrs,
+            vec![(
+                OsString::from("security.capability"),
+                b"\x01\x0a\x00=\n\x02".to_vec()
+            )]
+        );
         assert_eq!(pax.path.as_deref(), Some(&b"a/long/name"[..]));
         assert_eq!(pax.uid, Some(100000));
         assert_eq!(pax.mtime, Some((1_700_000_000, 500_000_000)));

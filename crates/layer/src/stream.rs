@@ -29,7 +29,10 @@ pub struct HashingReader<R> {
 impl<R> HashingReader<R> {
     /// Start hashing everything read from `inner`.
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Hasher::new() }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+        }
     }
 
     /// The hash state so far.
@@ -104,9 +107,16 @@ mod tests {
             gz.extend(e.finish().unwrap());
         }
         let zs = zstd::encode_all(&data[..], 3).unwrap();
-        for (c, bytes) in [(Compression::None, data.clone()), (Compression::Gzip, gz), (Compression::Zstd, zs)] {
+        for (c, bytes) in [
+            (Compression::None, data.clone()),
+            (Compression::Gzip, gz),
+            (Compression::Zstd, zs),
+        ] {
             let mut out = Vec::new();
-            decompress(c, &bytes[..]).unwrap().read_to_end(&mut out).unwrap();
+            decompress(c, &bytes[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, data, "{c:?}");
         }
     }

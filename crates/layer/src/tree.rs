@@ -59,7 +59,11 @@ pub(crate) struct Tree<'r> {
 
 impl<'r> Tree<'r> {
     pub fn new(root: &'r Path) -> Self {
-        Tree { root, known_dirs: HashSet::new(), dir_meta: HashMap::new() }
+        Tree {
+            root,
+            known_dirs: HashSet::new(),
+            dir_meta: HashMap::new(),
+        }
     }
 
     /// The absolute path of `rel`.
@@ -82,12 +86,19 @@ impl<'r> Tree<'r> {
                 Ok(()) => fs::set_permissions(&full, Permissions::from_mode(0o755))
                     .map_err(io_err(entry, "set mode of created parent directory"))?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let md = fs::symlink_metadata(&full).map_err(io_err(entry, "inspect parent directory"))?;
+                    let md = fs::symlink_metadata(&full)
+                        .map_err(io_err(entry, "inspect parent directory"))?;
                     if md.file_type().is_symlink() {
-                        return Err(ApplyError::ParentSymlink { path: entry.to_path_buf(), parent: p });
+                        return Err(ApplyError::ParentSymlink {
+                            path: entry.to_path_buf(),
+                            parent: p,
+                        });
                     }
                     if !md.is_dir() {
-                        return Err(ApplyError::ParentNotDir { path: entry.to_path_buf(), parent: p });
+                        return Err(ApplyError::ParentNotDir {
+                            path: entry.to_path_buf(),
+                            parent: p,
+                        });
                     }
                 }
                 Err(e) => return Err(io_err(entry, "create parent directory")(e)),
@@ -135,7 +146,9 @@ impl<'r> Tree<'r> {
     /// following a symlink. The parents must already be known good.
     pub fn remove(&mut self, entry: &Path, rel: &Path) -> Result<Removed, ApplyError> {
         if rel.as_os_str().is_empty() {
-            return Err(ApplyError::ReplacesRoot { path: entry.to_path_buf() });
+            return Err(ApplyError::ReplacesRoot {
+                path: entry.to_path_buf(),
+            });
         }
         let full = self.root.join(rel);
         let md = match fs::symlink_metadata(&full) {
@@ -160,9 +173,12 @@ impl<'r> Tree<'r> {
         let full = self.full(rel);
         for child in fs::read_dir(&full).map_err(io_err(entry, "list directory to empty it"))? {
             let child = child.map_err(io_err(entry, "list directory to empty it"))?;
-            let ft = child.file_type().map_err(io_err(entry, "inspect existing path"))?;
+            let ft = child
+                .file_type()
+                .map_err(io_err(entry, "inspect existing path"))?;
             if ft.is_dir() {
-                fs::remove_dir_all(child.path()).map_err(io_err(entry, "remove existing directory"))?;
+                fs::remove_dir_all(child.path())
+                    .map_err(io_err(entry, "remove existing directory"))?;
             } else {
                 fs::remove_file(child.path()).map_err(io_err(entry, "remove existing file"))?;
             }
@@ -190,7 +206,9 @@ impl<'r> Tree<'r> {
         mut make: impl FnMut(&Path) -> io::Result<T>,
     ) -> Result<(T, Removed), ApplyError> {
         if rel.as_os_str().is_empty() {
-            return Err(ApplyError::ReplacesRoot { path: entry.to_path_buf() });
+            return Err(ApplyError::ReplacesRoot {
+                path: entry.to_path_buf(),
+            });
         }
         let full = self.root.join(rel);
         match make(&full) {
@@ -214,7 +232,8 @@ impl<'r> Tree<'r> {
         let removed = match node::mkdir(&full, 0o700) {
             Ok(()) => Removed::Nothing,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let md = fs::symlink_metadata(&full).map_err(io_err(entry, "inspect existing path"))?;
+                let md =
+                    fs::symlink_metadata(&full).map_err(io_err(entry, "inspect existing path"))?;
                 if md.is_dir() {
                     Removed::Nothing
                 } else {
@@ -242,13 +261,18 @@ impl<'r> Tree<'r> {
         for (rel, meta) in metas {
             let full = self.full(&rel);
             // The root was handed to us; anything below it must not be a symlink.
-            let flags = if rel.as_os_str().is_empty() { 0 } else { libc::O_NOFOLLOW };
+            let flags = if rel.as_os_str().is_empty() {
+                0
+            } else {
+                libc::O_NOFOLLOW
+            };
             let dir = OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | flags)
                 .open(&full)
                 .map_err(io_err(&rel, "open directory to set its metadata"))?;
-            dir.set_permissions(Permissions::from_mode(meta.mode)).map_err(io_err(&rel, "set directory mode"))?;
+            dir.set_permissions(Permissions::from_mode(meta.mode))
+                .map_err(io_err(&rel, "set directory mode"))?;
             nix::sys::stat::futimens(dir.as_raw_fd(), &meta.atime, &meta.mtime)
                 .map_err(nix_err(&rel, "set directory times"))?;
         }

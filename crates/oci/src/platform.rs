@@ -26,7 +26,11 @@ impl Platform {
             other => other,
         };
         let variant = (arch == "arm64").then(|| "v8".to_string());
-        Platform { os: std::env::consts::OS.to_string(), architecture: arch.to_string(), variant }
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: arch.to_string(),
+            variant,
+        }
     }
 
     /// True when an image for `other` runs here, treating a missing variant
@@ -36,7 +40,9 @@ impl Platform {
             return false;
         }
         match (&self.variant, variant) {
-            (Some(a), Some(b)) => a == b || (self.architecture == "arm64" && (a == "v8" || b == "v8")),
+            (Some(a), Some(b)) => {
+                a == b || (self.architecture == "arm64" && (a == "v8" || b == "v8"))
+            }
             _ => true,
         }
     }

@@ -48,14 +48,19 @@ impl Reference {
 
     /// The same name with tag and digest replaced.
     pub fn with_digest(&self, d: &Digest) -> Reference {
-        Reference { tag: None, digest: Some(d.clone()), ..self.clone() }
+        Reference {
+            tag: None,
+            digest: Some(d.clone()),
+            ..self.clone()
+        }
     }
 }
 
 fn valid_component(c: &str) -> bool {
     // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
     !c.is_empty()
-        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && c.as_bytes()[0].is_ascii_alphanumeric()
         && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
 }
@@ -65,7 +70,8 @@ fn valid_tag(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
         && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn valid_host(h: &str) -> bool {
@@ -81,7 +87,9 @@ fn valid_host(h: &str) -> bool {
     !host.is_empty()
         && (host.starts_with('[') && host.ends_with(']')
             || host.split('.').all(|l| {
-                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             }))
 }
 
@@ -89,11 +97,18 @@ impl FromStr for Reference {
     type Err = ReferenceError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |why| ReferenceError::Invalid(s.to_string(), why);
-        if s.is_empty() || s.len() > 4096 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if s.is_empty() || s.len() > 4096 || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(bad("empty, too long, or contains whitespace"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|_| bad("digest must be sha256:<64 hex>"))?)),
+            Some((r, d)) => (
+                r,
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|_| bad("digest must be sha256:<64 hex>"))?,
+                ),
+            ),
             None => (s, None),
         };
         // A tag is after the last ':' that follows the last '/'.
@@ -109,7 +124,10 @@ impl FromStr for Reference {
         }
         let (registry, repo) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.starts_with('[') =>
             {
                 (first.to_string(), remainder.to_string())
             }
@@ -123,11 +141,20 @@ impl FromStr for Reference {
         } else {
             registry
         };
-        let repository = if registry == DEFAULT_REGISTRY && !repo.contains('/') { format!("library/{repo}") } else { repo };
+        let repository = if registry == DEFAULT_REGISTRY && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
         if repository.len() > 255 || !repository.split('/').all(valid_component) {
             return Err(bad("repository must be lowercase [a-z0-9] components separated by '/', '.', '_' or '-'"));
         }
-        Ok(Reference { registry, repository, tag: tag.map(str::to_string), digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 }
 
@@ -154,14 +181,29 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/debian");
         assert_eq!(r.object(), "latest");
         let r: Reference = "127.0.0.1:5000/corpus/debian-min:zstd".parse().unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "corpus/debian-min", Some("zstd")));
-        let r: Reference = "localhost/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "corpus/debian-min", Some("zstd"))
+        );
+        let r: Reference =
+            "localhost/a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse()
+                .unwrap();
         assert!(r.tag.is_none() && r.digest.is_some());
     }
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "UPPER/case", "a b", "repo:", "repo:-bad", "host:99999/x", "x@sha256:zz", "../etc"] {
+        for s in [
+            "",
+            "UPPER/case",
+            "a b",
+            "repo:",
+            "repo:-bad",
+            "host:99999/x",
+            "x@sha256:zz",
+            "../etc",
+        ] {
             assert!(s.parse::<Reference>().is_err(), "{s} should be rejected");
         }
     }

@@ -16,7 +16,11 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials {{ username: {:?}, password: <redacted> }}", self.username)
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <redacted> }}",
+            self.username
+        )
     }
 }
 
@@ -24,19 +28,28 @@ impl Credentials {
     /// Parse `USER:PASS` as `--creds` takes it.
     pub fn parse(s: &str) -> Option<Credentials> {
         let (u, p) = s.split_once(':')?;
-        Some(Credentials { username: u.to_string(), password: p.to_string() })
+        Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string(),
+        })
     }
 
     fn basic(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
 #[derive(Debug)]
 pub(crate) enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 impl Challenge {
@@ -46,14 +59,22 @@ impl Challenge {
             "basic" => Some(Challenge::Basic),
             "bearer" => {
                 let params = parse_params(rest);
-                Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
+                Some(Challenge::Bearer {
+                    realm: params.get("realm")?.clone(),
+                    service: params.get("service").cloned(),
+                })
             }
             _ => None,
         }
     }
 
     /// The `Authorization` header value answering this challenge.
-    pub(crate) fn authorize(&self, http: &Client, creds: Option<&Credentials>, scope: &str) -> Result<String, RemoteError> {
+    pub(crate) fn authorize(
+        &self,
+        http: &Client,
+        creds: Option<&Credentials>,
+        scope: &str,
+    ) -> Result<String, RemoteError> {
         match self {
             Challenge::Basic => match creds {
                 Some(c) => Ok(c.basic()),
@@ -70,22 +91,33 @@ impl Challenge {
                 if let Some(c) = creds {
                     req = req.header(reqwest::header::AUTHORIZATION, c.basic());
                 }
-                let resp = req.send().map_err(|e| RemoteError::Token { realm: realm.clone(), detail: e.to_string() })?;
+                let resp = req.send().map_err(|e| RemoteError::Token {
+                    realm: realm.clone(),
+                    detail: e.to_string(),
+                })?;
                 if !resp.status().is_success() {
-                    return Err(RemoteError::Token { realm: realm.clone(), detail: format!("answered {}", resp.status()) });
+                    return Err(RemoteError::Token {
+                        realm: realm.clone(),
+                        detail: format!("answered {}", resp.status()),
+                    });
                 }
                 #[derive(serde::Deserialize)]
                 struct Token {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let t: Token = resp
-                    .json()
-                    .map_err(|e| RemoteError::Token { realm: realm.clone(), detail: format!("bad token response: {e}") })?;
-                let tok = t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| RemoteError::Token {
+                let t: Token = resp.json().map_err(|e| RemoteError::Token {
                     realm: realm.clone(),
-                    detail: "token response has no token".into(),
+                    detail: format!("bad token response: {e}"),
                 })?;
+                let tok = t
+                    .token
+                    .or(t.access_token)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| RemoteError::Token {
+                        realm: realm.clone(),
+                        detail: "token response has no token".into(),
+                    })?;
                 Ok(format!("Bearer {tok}"))
             }
         }
@@ -96,7 +128,9 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut rest = s.trim();
     while !rest.is_empty() {
-        let Some((k, v)) = rest.split_once('=') else { break };
+        let Some((k, v)) = rest.split_once('=') else {
+            break;
+        };
         let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let v = v.trim_start();
         let (val, after) = if let Some(q) = v.strip_prefix('"') {
@@ -124,7 +158,11 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     pub(crate) fn get(&self, registry: &str, scope: &str) -> Option<String> {
-        self.map.lock().ok()?.get(&(registry.to_string(), scope.to_string())).cloned()
+        self.map
+            .lock()
+            .ok()?
+            .get(&(registry.to_string(), scope.to_string()))
+            .cloned()
     }
     pub(crate) fn put(&self, registry: &str, scope: &str, value: String) {
         if let Ok(mut m) = self.map.lock() {
@@ -147,7 +185,12 @@ mod tests {
             }
             _ => panic!("expected bearer"),
         }
-        assert!(matches!(Challenge::parse("Basic realm=\"x\""), Some(Challenge::Basic)));
-        assert!(format!("{:?}", Credentials::parse("a:secret").unwrap()).find("secret").is_none());
+        assert!(matches!(
+            Challenge::parse("Basic realm=\"x\""),
+            Some(Challenge::Basic)
+        ));
+        assert!(format!("{:?}", Credentials::parse("a:secret").unwrap())
+            .find("secret")
+            .is_none());
     }
 }

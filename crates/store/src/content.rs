@@ -12,17 +12,33 @@ use stowage_oci::{Digest, Hasher};
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
     #[error("blob {digest}: digest mismatch: got {actual} ({size} bytes)")]
-    DigestMismatch { digest: Digest, actual: Digest, size: u64 },
+    DigestMismatch {
+        digest: Digest,
+        actual: Digest,
+        size: u64,
+    },
     #[error("blob {digest}: size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
     #[error("blob {digest}: not found in the content store")]
     NotFound { digest: Digest },
     #[error("content store {path:?}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> ContentError + 'a {
-    move |source| ContentError::Io { path: path.to_path_buf(), op, source }
+    move |source| ContentError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
 }
 
 pub struct ContentStore {
@@ -57,14 +73,22 @@ impl ContentStore {
     pub fn open_blob(&self, d: &Digest) -> Result<File, ContentError> {
         File::open(self.path(d)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ContentError::NotFound { digest: d.clone() },
-            _ => ContentError::Io { path: self.path(d), op: "open", source: e },
+            _ => ContentError::Io {
+                path: self.path(d),
+                op: "open",
+                source: e,
+            },
         })
     }
 
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>, ContentError> {
         fs::read(self.path(d)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ContentError::NotFound { digest: d.clone() },
-            _ => ContentError::Io { path: self.path(d), op: "read", source: e },
+            _ => ContentError::Io {
+                path: self.path(d),
+                op: "read",
+                source: e,
+            },
         })
     }
 
@@ -73,7 +97,11 @@ impl ContentStore {
         match fs::remove_file(self.path(d)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ContentError::Io { path: self.path(d), op: "remove", source: e }),
+            Err(e) => Err(ContentError::Io {
+                path: self.path(d),
+                op: "remove",
+                source: e,
+            }),
         }
     }
 
@@ -102,7 +130,8 @@ impl ContentStore {
             return Ok(());
         }
         let mut w = self.writer(expected)?;
-        w.write_all(bytes).map_err(io_err(&w.path.clone(), "write"))?;
+        w.write_all(bytes)
+            .map_err(io_err(&w.path.clone(), "write"))?;
         w.commit(Some(bytes.len() as u64))
     }
 
@@ -162,11 +191,19 @@ impl IngestWriter {
         let actual = hasher.finish();
         if let Some(exp) = expected_size {
             if exp != size {
-                return Err(ContentError::SizeMismatch { digest: self.expected.clone(), expected: exp, actual: size });
+                return Err(ContentError::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected: exp,
+                    actual: size,
+                });
             }
         }
         if actual != self.expected {
-            return Err(ContentError::DigestMismatch { digest: self.expected.clone(), actual, size });
+            return Err(ContentError::DigestMismatch {
+                digest: self.expected.clone(),
+                actual,
+                size,
+            });
         }
         file.sync_all().map_err(io_err(&self.path, "fsync"))?;
         Ok(VerifiedBlob {
@@ -239,8 +276,15 @@ mod tests {
         cs.put(&d, b"hello").unwrap();
         assert_eq!(cs.read(&d).unwrap(), b"hello");
         let wrong = Digest::of(b"other");
-        assert!(matches!(cs.put(&wrong, b"hello"), Err(ContentError::DigestMismatch { .. })));
+        assert!(matches!(
+            cs.put(&wrong, b"hello"),
+            Err(ContentError::DigestMismatch { .. })
+        ));
         assert!(!cs.contains(&wrong));
-        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0, "ingest left behind");
+        assert_eq!(
+            fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            0,
+            "ingest left behind"
+        );
     }
 }

@@ -39,7 +39,9 @@ pub struct LayerForm {
 
 fn digest_col(r: &Row, i: usize) -> rusqlite::Result<Digest> {
     let s: String = r.get(i)?;
-    s.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn image_row(r: &Row) -> rusqlite::Result<ImageRecord> {
@@ -63,19 +65,29 @@ impl Meta {
     pub fn images(&self) -> Result<Vec<ImageRecord>, MetaError> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!("SELECT {IMAGE_COLS} FROM images ORDER BY name"))?;
-        let rows = st.query_map([], image_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = st
+            .query_map([], image_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, MetaError> {
         let conn = self.conn();
-        optional(conn.query_row(&format!("SELECT {IMAGE_COLS} FROM images WHERE name = ?1"), [name], image_row))
+        optional(conn.query_row(
+            &format!("SELECT {IMAGE_COLS} FROM images WHERE name = ?1"),
+            [name],
+            image_row,
+        ))
     }
 
     pub fn images_by_digest(&self, d: &Digest) -> Result<Vec<ImageRecord>, MetaError> {
         let conn = self.conn();
-        let mut st = conn.prepare(&format!("SELECT {IMAGE_COLS} FROM images WHERE digest = ?1 ORDER BY name"))?;
-        let rows = st.query_map([d.to_string()], image_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {IMAGE_COLS} FROM images WHERE digest = ?1 ORDER BY name"
+        ))?;
+        let rows = st
+            .query_map([d.to_string()], image_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -86,11 +98,23 @@ impl Meta {
 
     /// Point `dst` at what `src` points at.
     pub fn tag_image(&self, src: &ImageRecord, dst: &str) -> Result<(), MetaError> {
-        self.write(|tx| put_image(tx, &ImageRecord { name: dst.to_string(), ..src.clone() }))
+        self.write(|tx| {
+            put_image(
+                tx,
+                &ImageRecord {
+                    name: dst.to_string(),
+                    ..src.clone()
+                },
+            )
+        })
     }
 
     pub fn blob_media_type(&self, d: &Digest) -> Result<Option<String>, MetaError> {
-        optional(self.conn().query_row("SELECT media_type FROM blobs WHERE digest = ?1", [d.to_string()], |r| r.get(0)))
+        optional(self.conn().query_row(
+            "SELECT media_type FROM blobs WHERE digest = ?1",
+            [d.to_string()],
+            |r| r.get(0),
+        ))
     }
 
     pub fn layer(&self, d: &Digest) -> Result<Option<LayerRecord>, MetaError> {
@@ -110,10 +134,16 @@ impl Meta {
 
     pub fn layer_forms(&self, layer: &Digest) -> Result<Vec<LayerForm>, MetaError> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT form, ref, size FROM layer_forms WHERE layer = ?1 ORDER BY form, ref")?;
+        let mut st = conn.prepare(
+            "SELECT form, ref, size FROM layer_forms WHERE layer = ?1 ORDER BY form, ref",
+        )?;
         let rows = st
             .query_map([layer.to_string()], |r| {
-                Ok(LayerForm { form: r.get(0)?, reference: r.get(1)?, size: r.get::<_, i64>(2)? as u64 })
+                Ok(LayerForm {
+                    form: r.get(0)?,
+                    reference: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -128,8 +158,12 @@ impl Meta {
     }
 
     pub fn has_blob_row(&self, d: &Digest) -> Result<bool, MetaError> {
-        Ok(optional(self.conn().query_row("SELECT 1 FROM blobs WHERE digest = ?1", [d.to_string()], |_| Ok(())))?
-            .is_some())
+        Ok(optional(self.conn().query_row(
+            "SELECT 1 FROM blobs WHERE digest = ?1",
+            [d.to_string()],
+            |_| Ok(()),
+        ))?
+        .is_some())
     }
 }
 
@@ -153,7 +187,12 @@ pub fn put_image(tx: &Transaction, img: &ImageRecord) -> Result<(), MetaError> {
     Ok(())
 }
 
-pub fn put_blob(tx: &Transaction, d: &Digest, size: u64, media_type: &str) -> Result<(), MetaError> {
+pub fn put_blob(
+    tx: &Transaction,
+    d: &Digest,
+    size: u64,
+    media_type: &str,
+) -> Result<(), MetaError> {
     tx.execute(
         "INSERT INTO blobs (digest, size, media_type, created) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(digest) DO NOTHING",
@@ -164,7 +203,10 @@ pub fn put_blob(tx: &Transaction, d: &Digest, size: u64, media_type: &str) -> Re
 
 pub fn remove_blob(tx: &Transaction, d: &Digest) -> Result<(), MetaError> {
     tx.execute("DELETE FROM blobs WHERE digest = ?1", [d.to_string()])?;
-    tx.execute("DELETE FROM layer_forms WHERE form = 'blob' AND ref = ?1", [d.to_string()])?;
+    tx.execute(
+        "DELETE FROM layer_forms WHERE form = 'blob' AND ref = ?1",
+        [d.to_string()],
+    )?;
     Ok(())
 }
 
@@ -172,23 +214,45 @@ pub fn put_layer(tx: &Transaction, l: &LayerRecord) -> Result<(), MetaError> {
     tx.execute(
         "INSERT INTO layers (digest, diff_id, media_type, size) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(digest) DO NOTHING",
-        params![l.digest.to_string(), l.diff_id.to_string(), l.media_type, l.size as i64],
+        params![
+            l.digest.to_string(),
+            l.diff_id.to_string(),
+            l.media_type,
+            l.size as i64
+        ],
     )?;
     Ok(())
 }
 
-pub fn put_form(tx: &Transaction, layer: &Digest, form: &str, reference: &str, size: u64) -> Result<(), MetaError> {
+pub fn put_form(
+    tx: &Transaction,
+    layer: &Digest,
+    form: &str,
+    reference: &str,
+    size: u64,
+) -> Result<(), MetaError> {
     tx.execute(
         "INSERT INTO layer_forms (layer, form, ref, size, created) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT DO UPDATE SET size = ?4",
         params![layer.to_string(), form, reference, size as i64, now()],
     )?;
-    tx.execute("DELETE FROM dropped_forms WHERE layer = ?1 AND form = ?2", params![layer.to_string(), form])?;
+    tx.execute(
+        "DELETE FROM dropped_forms WHERE layer = ?1 AND form = ?2",
+        params![layer.to_string(), form],
+    )?;
     Ok(())
 }
 
-pub fn drop_form(tx: &Transaction, layer: &Digest, form: &str, reason: &str) -> Result<(), MetaError> {
-    tx.execute("DELETE FROM layer_forms WHERE layer = ?1 AND form = ?2", params![layer.to_string(), form])?;
+pub fn drop_form(
+    tx: &Transaction,
+    layer: &Digest,
+    form: &str,
+    reason: &str,
+) -> Result<(), MetaError> {
+    tx.execute(
+        "DELETE FROM layer_forms WHERE layer = ?1 AND form = ?2",
+        params![layer.to_string(), form],
+    )?;
     tx.execute(
         "INSERT INTO dropped_forms (layer, form, reason, at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT DO UPDATE SET reason = ?3, at = ?4",

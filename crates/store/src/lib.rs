@@ -31,7 +31,10 @@ pub enum StoreError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("store root {path:?}: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Retention policy: which forms of a layer to keep once a pull commits.
@@ -73,7 +76,9 @@ impl std::str::FromStr for Policy {
             "recipe" => Ok(Policy::Recipe),
             "discard" => Ok(Policy::Discard),
             "compressed" => Ok(Policy::Compressed),
-            _ => Err(format!("unknown policy {s:?}: expected keep, recipe, discard or compressed")),
+            _ => Err(format!(
+                "unknown policy {s:?}: expected keep, recipe, discard or compressed"
+            )),
         }
     }
 }
@@ -92,11 +97,19 @@ impl Store {
     /// directories older than any live process are removed.
     pub fn open(root: impl AsRef<Path>) -> Result<Store, StoreError> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(|source| StoreError::Root { path: root.clone(), source })?;
+        std::fs::create_dir_all(&root).map_err(|source| StoreError::Root {
+            path: root.clone(),
+            source,
+        })?;
         let content = ContentStore::open(&root)?;
         let snapshots = Snapshots::open(&root)?;
         let meta = Meta::open(&root.join("meta.db"))?;
-        Ok(Store { root, content, meta, snapshots })
+        Ok(Store {
+            root,
+            content,
+            meta,
+            snapshots,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -112,10 +125,15 @@ pub fn default_root() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("stowage");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/stowage")
 }
 
 pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -10,11 +10,18 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata database {path:?}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("metadata database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("metadata database {path:?} has schema version {found}, newer than this stowage ({supported}); upgrade stowage")]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }
@@ -101,14 +108,24 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
-        let open_err = |source| MetaError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| MetaError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(60)).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(60))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
         migrate(&mut conn, path)?;
-        Ok(Meta { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(Meta {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -122,7 +139,10 @@ impl Meta {
     }
 
     /// Run `f` in an immediate (write-locking) transaction.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T, MetaError>) -> Result<T, MetaError> {
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<T, MetaError>,
+    ) -> Result<T, MetaError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -131,7 +151,9 @@ impl Meta {
     }
 
     pub fn schema_version(&self) -> Result<i64, MetaError> {
-        Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 }
 
@@ -140,7 +162,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
     if version > supported {
-        return Err(MetaError::TooNew { path: path.to_path_buf(), found: version, supported });
+        return Err(MetaError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tracing::info!(from = i, to = i + 1, "migrating metadata schema");
@@ -168,7 +194,10 @@ mod tests {
         assert_eq!(m.schema_version().unwrap(), MIGRATIONS.len() as i64);
         drop(m);
         Meta::open(&p).unwrap();
-        Connection::open(&p).unwrap().pragma_update(None, "user_version", 999).unwrap();
+        Connection::open(&p)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
         assert!(matches!(Meta::open(&p), Err(MetaError::TooNew { .. })));
     }
 }

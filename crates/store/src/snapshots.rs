@@ -16,7 +16,11 @@ use stowage_oci::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot {path:?}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,7 +63,11 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 impl Snapshots {
     pub fn open(root: &Path) -> Result<Snapshots, SnapshotError> {
         let dir = root.join("snapshots");
-        fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io { path: dir.clone(), op: "create", source })?;
+        fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io {
+            path: dir.clone(),
+            op: "create",
+            source,
+        })?;
         Ok(Snapshots { dir })
     }
 
@@ -73,11 +81,22 @@ impl Snapshots {
     }
 
     pub fn prepare(&self) -> Result<TempSnapshot, SnapshotError> {
-        let name = format!("tmp-{}-{}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "tmp-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = self.dir.join(name);
         let fs_dir = dir.join("fs");
-        fs::create_dir_all(&fs_dir).map_err(|source| SnapshotError::Io { path: fs_dir, op: "create", source })?;
-        Ok(TempSnapshot { dir, committed: false })
+        fs::create_dir_all(&fs_dir).map_err(|source| SnapshotError::Io {
+            path: fs_dir,
+            op: "create",
+            source,
+        })?;
+        Ok(TempSnapshot {
+            dir,
+            committed: false,
+        })
     }
 
     /// Rename `tmp` into place as snapshot `id`. Returns false when another
@@ -89,7 +108,11 @@ impl Snapshots {
         }
         // A crash can leave an empty or partial final dir without fs/; clear it.
         if dest.exists() {
-            remove_tree(&dest).map_err(|source| SnapshotError::Io { path: dest.clone(), op: "remove stale", source })?;
+            remove_tree(&dest).map_err(|source| SnapshotError::Io {
+                path: dest.clone(),
+                op: "remove stale",
+                source,
+            })?;
         }
         match fs::rename(&tmp.dir, &dest) {
             Ok(()) => {
@@ -103,7 +126,11 @@ impl Snapshots {
                 tracing::debug!(error = %e, "snapshot committed concurrently");
                 Ok(false)
             }
-            Err(source) => Err(SnapshotError::Io { path: dest, op: "rename into place", source }),
+            Err(source) => Err(SnapshotError::Io {
+                path: dest,
+                op: "rename into place",
+                source,
+            }),
         }
     }
 
@@ -114,9 +141,21 @@ impl Snapshots {
             return Ok(());
         }
         // Rename first so a half-deleted snapshot is never seen as whole.
-        let trash = self.dir.join(format!("tmp-{}-{}-rm", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed)));
-        fs::rename(&dest, &trash).map_err(|source| SnapshotError::Io { path: dest.clone(), op: "rename", source })?;
-        remove_tree(&trash).map_err(|source| SnapshotError::Io { path: trash, op: "remove", source })
+        let trash = self.dir.join(format!(
+            "tmp-{}-{}-rm",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::rename(&dest, &trash).map_err(|source| SnapshotError::Io {
+            path: dest.clone(),
+            op: "rename",
+            source,
+        })?;
+        remove_tree(&trash).map_err(|source| SnapshotError::Io {
+            path: trash,
+            op: "remove",
+            source,
+        })
     }
 
     /// Remove temporary directories left by processes that no longer run.
@@ -166,12 +205,19 @@ impl Meta {
             |r| {
                 let parse = |i: usize, s: String| {
                     s.parse::<Digest>().map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+                        rusqlite::Error::FromSqlConversionFailure(
+                            i,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
                     })
                 };
                 Ok(SnapshotRecord {
                     id: parse(0, r.get(0)?)?,
-                    parent: r.get::<_, Option<String>>(1)?.map(|p| parse(1, p)).transpose()?,
+                    parent: r
+                        .get::<_, Option<String>>(1)?
+                        .map(|p| parse(1, p))
+                        .transpose()?,
                     diff_id: parse(2, r.get(2)?)?,
                     size: r.get::<_, i64>(3)? as u64,
                     inodes: r.get::<_, i64>(4)? as u64,

@@ -13,11 +13,18 @@ pub const DEFAULT_CONFIG: &str = "/etc/stowage/stowage.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path:?}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path:?}: not valid TOML: {detail}")]
     Parse { path: PathBuf, detail: String },
     #[error("config {path:?}: key {key}: {detail}")]
-    Key { path: PathBuf, key: String, detail: String },
+    Key {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -49,8 +56,14 @@ impl Default for Config {
 }
 
 fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { path: path.to_path_buf(), detail: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
 }
 
 struct Keys<'a> {
@@ -59,20 +72,37 @@ struct Keys<'a> {
 
 impl Keys<'_> {
     fn err(&self, key: &str, detail: impl Into<String>) -> ConfigError {
-        ConfigError::Key { path: self.path.to_path_buf(), key: key.to_string(), detail: detail.into() }
+        ConfigError::Key {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            detail: detail.into(),
+        }
     }
     fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
-        v.as_str().map(str::to_string).ok_or_else(|| self.err(key, format!("expected a string, found {}", v.type_str())))
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.err(key, format!("expected a string, found {}", v.type_str())))
     }
     fn int(&self, key: &str, v: &Value) -> Result<i64, ConfigError> {
-        v.as_integer().ok_or_else(|| self.err(key, format!("expected an integer, found {}", v.type_str())))
+        v.as_integer()
+            .ok_or_else(|| self.err(key, format!("expected an integer, found {}", v.type_str())))
     }
     fn bool(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
-        v.as_bool().ok_or_else(|| self.err(key, format!("expected true or false, found {}", v.type_str())))
+        v.as_bool().ok_or_else(|| {
+            self.err(
+                key,
+                format!("expected true or false, found {}", v.type_str()),
+            )
+        })
     }
     fn duration(&self, key: &str, v: &Value) -> Result<Duration, ConfigError> {
         let s = self.string(key, v)?;
-        parse_duration(&s).ok_or_else(|| self.err(key, format!("{s:?} is not a duration like \"5m\", \"30s\" or \"1h30m\"")))
+        parse_duration(&s).ok_or_else(|| {
+            self.err(
+                key,
+                format!("{s:?} is not a duration like \"5m\", \"30s\" or \"1h30m\""),
+            )
+        })
     }
 }
 
@@ -91,7 +121,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -121,16 +153,24 @@ impl Config {
                         let full = format!("store.{key}");
                         match key.as_str() {
                             "policy" => {
-                                c.policy = k.string(&full, v)?.parse().map_err(|e: String| k.err(&full, e))?;
+                                c.policy = k
+                                    .string(&full, v)?
+                                    .parse()
+                                    .map_err(|e: String| k.err(&full, e))?;
                             }
                             "recipe_max_ratio" => {
-                                let r = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)).ok_or_else(|| k.err(&full, "expected a number"))?;
+                                let r = v
+                                    .as_float()
+                                    .or_else(|| v.as_integer().map(|i| i as f64))
+                                    .ok_or_else(|| k.err(&full, "expected a number"))?;
                                 if !(0.0..=1.0).contains(&r) {
                                     return Err(k.err(&full, "must be between 0 and 1"));
                                 }
                                 c.recipe_max_ratio = r;
                             }
-                            _ => c.warnings.push(format!("config {path:?}: unknown key {full}")),
+                            _ => c
+                                .warnings
+                                .push(format!("config {path:?}: unknown key {full}")),
                         }
                     }
                 }
@@ -138,7 +178,9 @@ impl Config {
                     for (key, v) in s {
                         let full = format!("registry.{key}");
                         match key.as_str() {
-                            "config_path" => c.registry_config_path = Some(PathBuf::from(k.string(&full, v)?)),
+                            "config_path" => {
+                                c.registry_config_path = Some(PathBuf::from(k.string(&full, v)?))
+                            }
                             "max_concurrent_downloads" => {
                                 let n = k.int(&full, v)?;
                                 if !(1..=64).contains(&n) {
@@ -146,7 +188,9 @@ impl Config {
                                 }
                                 c.max_concurrent_downloads = n as usize;
                             }
-                            _ => c.warnings.push(format!("config {path:?}: unknown key {full}")),
+                            _ => c
+                                .warnings
+                                .push(format!("config {path:?}: unknown key {full}")),
                         }
                     }
                 }
@@ -155,15 +199,21 @@ impl Config {
                         let full = format!("cri.{key}");
                         match key.as_str() {
                             "socket" => c.cri_socket = PathBuf::from(k.string(&full, v)?),
-                            "image_pull_progress_timeout" => c.image_pull_progress_timeout = k.duration(&full, v)?,
-                            _ => c.warnings.push(format!("config {path:?}: unknown key {full}")),
+                            "image_pull_progress_timeout" => {
+                                c.image_pull_progress_timeout = k.duration(&full, v)?
+                            }
+                            _ => c
+                                .warnings
+                                .push(format!("config {path:?}: unknown key {full}")),
                         }
                     }
                 }
                 ("store" | "registry" | "cri", v) => {
                     return Err(k.err(key, format!("expected a table, found {}", v.type_str())));
                 }
-                _ => c.warnings.push(format!("config {path:?}: unknown key {key}")),
+                _ => c
+                    .warnings
+                    .push(format!("config {path:?}: unknown key {key}")),
             }
         }
         Ok(c)
@@ -175,29 +225,45 @@ impl Config {
         let t = read_toml(path)?;
         let k = Keys { path };
         let Some(plugins) = t.get("plugins").and_then(|p| p.as_table()) else {
-            self.warnings.push(format!("containerd config {path:?}: no [plugins] table; nothing to read"));
+            self.warnings.push(format!(
+                "containerd config {path:?}: no [plugins] table; nothing to read"
+            ));
             return Ok(());
         };
         // 1.x
-        if let Some(cri) = plugins.get("io.containerd.grpc.v1.cri").and_then(|c| c.as_table()) {
+        if let Some(cri) = plugins
+            .get("io.containerd.grpc.v1.cri")
+            .and_then(|c| c.as_table())
+        {
             let pre = "plugins.\"io.containerd.grpc.v1.cri\"";
-            if let Some(v) = cri.get("containerd").and_then(|c| c.get("discard_unpacked_layers")) {
+            if let Some(v) = cri
+                .get("containerd")
+                .and_then(|c| c.get("discard_unpacked_layers"))
+            {
                 if k.bool(&format!("{pre}.containerd.discard_unpacked_layers"), v)? {
                     self.policy = Policy::Discard;
                 }
             }
             if let Some(v) = cri.get("max_concurrent_downloads") {
-                self.max_concurrent_downloads = k.int(&format!("{pre}.max_concurrent_downloads"), v)?.clamp(1, 64) as usize;
+                self.max_concurrent_downloads = k
+                    .int(&format!("{pre}.max_concurrent_downloads"), v)?
+                    .clamp(1, 64) as usize;
             }
             if let Some(v) = cri.get("image_pull_progress_timeout") {
-                self.image_pull_progress_timeout = k.duration(&format!("{pre}.image_pull_progress_timeout"), v)?;
+                self.image_pull_progress_timeout =
+                    k.duration(&format!("{pre}.image_pull_progress_timeout"), v)?;
             }
             if let Some(v) = cri.get("registry").and_then(|r| r.get("config_path")) {
-                self.registry_config_path = Some(PathBuf::from(k.string(&format!("{pre}.registry.config_path"), v)?));
+                self.registry_config_path = Some(PathBuf::from(
+                    k.string(&format!("{pre}.registry.config_path"), v)?,
+                ));
             }
         }
         // 2.x
-        if let Some(img) = plugins.get("io.containerd.cri.v1.images").and_then(|c| c.as_table()) {
+        if let Some(img) = plugins
+            .get("io.containerd.cri.v1.images")
+            .and_then(|c| c.as_table())
+        {
             let pre = "plugins.\"io.containerd.cri.v1.images\"";
             if let Some(v) = img.get("discard_unpacked_layers") {
                 if k.bool(&format!("{pre}.discard_unpacked_layers"), v)? {
@@ -205,13 +271,18 @@ impl Config {
                 }
             }
             if let Some(v) = img.get("max_concurrent_downloads") {
-                self.max_concurrent_downloads = k.int(&format!("{pre}.max_concurrent_downloads"), v)?.clamp(1, 64) as usize;
+                self.max_concurrent_downloads = k
+                    .int(&format!("{pre}.max_concurrent_downloads"), v)?
+                    .clamp(1, 64) as usize;
             }
             if let Some(v) = img.get("image_pull_progress_timeout") {
-                self.image_pull_progress_timeout = k.duration(&format!("{pre}.image_pull_progress_timeout"), v)?;
+                self.image_pull_progress_timeout =
+                    k.duration(&format!("{pre}.image_pull_progress_timeout"), v)?;
             }
             if let Some(v) = img.get("registry").and_then(|r| r.get("config_path")) {
-                self.registry_config_path = Some(PathBuf::from(k.string(&format!("{pre}.registry.config_path"), v)?));
+                self.registry_config_path = Some(PathBuf::from(
+                    k.string(&format!("{pre}.registry.config_path"), v)?,
+                ));
             }
         }
         Ok(())
@@ -237,7 +308,10 @@ mod tests {
         assert!(c.warnings.iter().any(|w| w.contains("store.bogus")));
         let f = write("[registry]\nmax_concurrent_downloads = \"three\"\n");
         let e = Config::load(f.path()).unwrap_err().to_string();
-        assert!(e.contains("registry.max_concurrent_downloads") && e.contains("integer"), "{e}");
+        assert!(
+            e.contains("registry.max_concurrent_downloads") && e.contains("integer"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -250,6 +324,9 @@ mod tests {
         let mut c = Config::default();
         c.apply_containerd(f.path()).unwrap();
         assert_eq!((c.policy, c.max_concurrent_downloads), (Policy::Discard, 5));
-        assert_eq!(c.registry_config_path.unwrap(), PathBuf::from("/etc/containerd/certs.d"));
+        assert_eq!(
+            c.registry_config_path.unwrap(),
+            PathBuf::from("/etc/containerd/certs.d")
+        );
     }
 }

@@ -12,11 +12,24 @@ pub enum ImageError {
     #[error("{0:?} matches several images: {1}")]
     Ambiguous(String, String),
     #[error("image {name}: {what} {digest} is missing from the store; pull the image again")]
-    Missing { name: String, what: &'static str, digest: Digest },
+    Missing {
+        name: String,
+        what: &'static str,
+        digest: Digest,
+    },
     #[error("image {name}: {what} {digest} is malformed: {detail}")]
-    Malformed { name: String, what: &'static str, digest: Digest, detail: String },
+    Malformed {
+        name: String,
+        what: &'static str,
+        digest: Digest,
+        detail: String,
+    },
     #[error("image {name}: no manifest for platform {platform} in the store (pulled for: {have})")]
-    NoPlatform { name: String, platform: Platform, have: String },
+    NoPlatform {
+        name: String,
+        platform: Platform,
+        have: String,
+    },
     #[error(transparent)]
     Store(#[from] stowage_store::StoreError),
     #[error(transparent)]
@@ -70,7 +83,10 @@ pub fn find_image(store: &Store, name: &str) -> Result<ImageRecord, ImageError> 
     let hex = name.strip_prefix("sha256:").unwrap_or(name);
     if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         let all = store.meta.images()?;
-        let hits: Vec<_> = all.into_iter().filter(|i| i.digest.hex().starts_with(hex)).collect();
+        let hits: Vec<_> = all
+            .into_iter()
+            .filter(|i| i.digest.hex().starts_with(hex))
+            .collect();
         let mut distinct: Vec<&Digest> = hits.iter().map(|i| &i.digest).collect();
         distinct.dedup();
         match distinct.len() {
@@ -86,7 +102,11 @@ pub fn find_image(store: &Store, name: &str) -> Result<ImageRecord, ImageError> 
 }
 
 /// Resolve `name` to its manifest for `platform` (the host when `None`).
-pub fn resolve_image(store: &Store, name: &str, platform: Option<&Platform>) -> Result<ResolvedImage, ImageError> {
+pub fn resolve_image(
+    store: &Store,
+    name: &str,
+    platform: Option<&Platform>,
+) -> Result<ResolvedImage, ImageError> {
     let record = find_image(store, name)?;
     resolve_record(store, record, platform)
 }
@@ -98,7 +118,11 @@ pub fn resolve_record(
 ) -> Result<ResolvedImage, ImageError> {
     let name = record.name.clone();
     let read = |what: &'static str, d: &Digest| -> Result<Vec<u8>, ImageError> {
-        store.content.read(d).map_err(|_| ImageError::Missing { name: name.clone(), what, digest: d.clone() })
+        store.content.read(d).map_err(|_| ImageError::Missing {
+            name: name.clone(),
+            what,
+            digest: d.clone(),
+        })
     };
     let malformed = |what: &'static str, d: &Digest, detail: String| ImageError::Malformed {
         name: name.clone(),
@@ -110,17 +134,27 @@ pub fn resolve_record(
     let mut bytes = read("manifest", &digest)?;
     let mut declared = Some(record.media_type.clone());
     let manifest = loop {
-        match parse_manifest(&bytes, declared.as_deref()).map_err(|e| malformed("manifest", &digest, e.to_string()))? {
+        match parse_manifest(&bytes, declared.as_deref())
+            .map_err(|e| malformed("manifest", &digest, e.to_string()))?
+        {
             Manifest::Image(m) => break m,
             Manifest::Index(idx) => {
                 let want = platform.cloned().unwrap_or_else(Platform::host);
                 let mut have = Vec::new();
                 let mut chosen = None;
                 for m in idx.manifests() {
-                    let Ok(d) = Digest::try_from(m.digest()) else { continue };
+                    let Ok(d) = Digest::try_from(m.digest()) else {
+                        continue;
+                    };
                     let p = m.platform().as_ref();
                     let (os, arch, var) = p
-                        .map(|p| (p.os().to_string(), p.architecture().to_string(), p.variant().clone()))
+                        .map(|p| {
+                            (
+                                p.os().to_string(),
+                                p.architecture().to_string(),
+                                p.variant().clone(),
+                            )
+                        })
                         .unwrap_or_default();
                     if store.content.contains(&d) {
                         have.push(format!("{os}/{arch}"));
@@ -130,7 +164,11 @@ pub fn resolve_record(
                     }
                 }
                 let Some((d, mt)) = chosen else {
-                    return Err(ImageError::NoPlatform { name: name.clone(), platform: want, have: have.join(", ") });
+                    return Err(ImageError::NoPlatform {
+                        name: name.clone(),
+                        platform: want,
+                        have: have.join(", "),
+                    });
                 };
                 bytes = read("manifest", &d)?;
                 digest = d;
@@ -141,7 +179,8 @@ pub fn resolve_record(
     let config_digest = Digest::try_from(manifest.config().digest())
         .map_err(|e| malformed("manifest", &digest, e.to_string()))?;
     let config_bytes = read("config", &config_digest)?;
-    let config = parse_config(&config_bytes).map_err(|e| malformed("config", &config_digest, e.to_string()))?;
+    let config = parse_config(&config_bytes)
+        .map_err(|e| malformed("config", &config_digest, e.to_string()))?;
     let diff_ids: Vec<Digest> = config
         .rootfs()
         .diff_ids()
@@ -153,14 +192,19 @@ pub fn resolve_record(
         return Err(malformed(
             "config",
             &config_digest,
-            format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers().len()),
+            format!(
+                "{} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
         ));
     }
     let chains = chain_ids(&diff_ids);
     let mut layers = Vec::new();
     for (i, l) in manifest.layers().iter().enumerate() {
         layers.push(LayerInfo {
-            digest: Digest::try_from(l.digest()).map_err(|e| malformed("manifest", &digest, e.to_string()))?,
+            digest: Digest::try_from(l.digest())
+                .map_err(|e| malformed("manifest", &digest, e.to_string()))?,
             media_type: l.media_type().to_string(),
             size: l.size(),
             diff_id: diff_ids[i].clone(),

@@ -12,31 +12,73 @@ pub enum MountError {
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     #[error("mount {name} on {dir:?}: {detail}")]
-    Mount { name: String, dir: std::path::PathBuf, detail: String },
+    Mount {
+        name: String,
+        dir: std::path::PathBuf,
+        detail: String,
+    },
 }
 
-pub fn mount_image(store: &Store, name: &str, dir: &Path, platform: Option<&Platform>) -> Result<(), MountError> {
+pub fn mount_image(
+    store: &Store,
+    name: &str,
+    dir: &Path,
+    platform: Option<&Platform>,
+) -> Result<(), MountError> {
     let (name, paths) = snapshot_paths(store, name, platform)?;
-    let err = |detail: String| MountError::Mount { name: name.clone(), dir: dir.to_path_buf(), detail };
+    let err = |detail: String| MountError::Mount {
+        name: name.clone(),
+        dir: dir.to_path_buf(),
+        detail,
+    };
     if !dir.is_dir() {
         return Err(err("mount point is not a directory".into()));
     }
     if paths.len() == 1 {
         // overlayfs wants two lower layers when there is no upper one.
-        mount(Some(&paths[0]), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| err(e.to_string()))?;
-        mount(None::<&str>, dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(|e| err(e.to_string()))?;
+        mount(
+            Some(&paths[0]),
+            dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| err(e.to_string()))?;
         return Ok(());
     }
-    let lower: Vec<String> = paths.iter().rev().map(|p| p.display().to_string()).collect();
+    let lower: Vec<String> = paths
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
     for l in &lower {
         if l.contains(':') || l.contains(',') {
-            return Err(err(format!("snapshot path {l:?} contains ':' or ',' which overlayfs options cannot carry")));
+            return Err(err(format!(
+                "snapshot path {l:?} contains ':' or ',' which overlayfs options cannot carry"
+            )));
         }
     }
     let data = format!("lowerdir={}", lower.join(":"));
     if data.len() >= 4096 {
-        return Err(err(format!("{} layers make an overlay option longer than a page", paths.len())));
+        return Err(err(format!(
+            "{} layers make an overlay option longer than a page",
+            paths.len()
+        )));
     }
-    mount(Some("overlay"), dir, Some("overlay"), MsFlags::MS_RDONLY, Some(data.as_str())).map_err(|e| err(e.to_string()))
+    mount(
+        Some("overlay"),
+        dir,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(data.as_str()),
+    )
+    .map_err(|e| err(e.to_string()))
 }

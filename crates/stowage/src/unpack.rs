@@ -12,7 +12,11 @@ pub enum UnpackError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("image {name}: layer {digest} has no snapshot in the store (policy {policy}); pull it again with --policy keep")]
-    NoSnapshot { name: String, digest: String, policy: String },
+    NoSnapshot {
+        name: String,
+        digest: String,
+        policy: String,
+    },
     #[error("unpack into {dir:?}: {detail}")]
     Target { dir: PathBuf, detail: String },
     #[error("unpack {name}: {detail}")]
@@ -20,7 +24,11 @@ pub enum UnpackError {
 }
 
 /// Snapshot directories of an image, bottom-most first.
-pub fn snapshot_paths(store: &Store, name: &str, platform: Option<&Platform>) -> Result<(String, Vec<PathBuf>), UnpackError> {
+pub fn snapshot_paths(
+    store: &Store,
+    name: &str,
+    platform: Option<&Platform>,
+) -> Result<(String, Vec<PathBuf>), UnpackError> {
     let img = resolve_image(store, name, platform)?;
     let mut paths = Vec::new();
     for l in &img.layers {
@@ -38,9 +46,17 @@ pub fn snapshot_paths(store: &Store, name: &str, platform: Option<&Platform>) ->
 
 /// Write the merged root filesystem of `name` into `dir` (created if
 /// missing; it must be empty so nothing of the user's is overwritten).
-pub fn unpack(store: &Store, name: &str, dir: &Path, platform: Option<&Platform>) -> Result<FlattenReport, UnpackError> {
+pub fn unpack(
+    store: &Store,
+    name: &str,
+    dir: &Path,
+    platform: Option<&Platform>,
+) -> Result<FlattenReport, UnpackError> {
     let (name, paths) = snapshot_paths(store, name, platform)?;
-    let target = |detail: String| UnpackError::Target { dir: dir.to_path_buf(), detail };
+    let target = |detail: String| UnpackError::Target {
+        dir: dir.to_path_buf(),
+        detail,
+    };
     match std::fs::read_dir(dir) {
         Ok(mut it) => {
             if it.next().is_some() {
@@ -53,5 +69,8 @@ pub fn unpack(store: &Store, name: &str, dir: &Path, platform: Option<&Platform>
         Err(e) => return Err(target(e.to_string())),
     }
     let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-    flatten(&refs, dir, &ApplyOptions::default()).map_err(|e| UnpackError::Apply { name, detail: e.to_string() })
+    flatten(&refs, dir, &ApplyOptions::default()).map_err(|e| UnpackError::Apply {
+        name,
+        detail: e.to_string(),
+    })
 }

@@ -3,7 +3,10 @@
 
 mod common;
 use common::push::{push_image, tarb::Tar};
-use common::{check_snapshot_against_tar, layer_paths, open_layer, registry, scratch, stowage, tree, umoci_rootfs};
+use common::{
+    check_snapshot_against_tar, layer_paths, open_layer, registry, scratch, stowage, tree,
+    umoci_rootfs,
+};
 use std::path::Path;
 
 /// A three-layer image with deletions, a replaced directory, an opaque
@@ -33,7 +36,10 @@ fn layered_image(reg: &str, repo: &str) -> common::push::Pushed {
         .file("var/was-a-file/child", b"child")
         .hardlink("hard-to-lower", "etc/keep")
         .finish();
-    let l3 = Tar::new().file("top", b"top").hardlink("top-link", "top").finish();
+    let l3 = Tar::new()
+        .file("top", b"top")
+        .hardlink("top-link", "top")
+        .finish();
     push_image(reg, repo, "v1", &[l1, l2, l3], None)
 }
 
@@ -72,13 +78,18 @@ fn images_inspect_tag_rm() {
     for col in ["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"] {
         assert!(header.contains(col), "{header}");
     }
-    assert!(table.contains(&format!("{reg}/test/cli")) && table.contains("v1"), "{table}");
+    assert!(
+        table.contains(&format!("{reg}/test/cli")) && table.contains("v1"),
+        "{table}"
+    );
 
     let list = stowage(&root, &["images", "--format", "json"]).ok().json();
     assert_eq!(list[0]["name"], img);
     assert_eq!(list[0]["digest"], pushed.manifest);
 
-    let doc = stowage(&root, &["inspect", "--format", "json", &img]).ok().json();
+    let doc = stowage(&root, &["inspect", "--format", "json", &img])
+        .ok()
+        .json();
     let layers = doc["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
     for (i, l) in layers.iter().enumerate() {
@@ -93,7 +104,10 @@ fn images_inspect_tag_rm() {
 
     stowage(&root, &["tag", &img, "example.com/renamed:v2"]).ok();
     let names = stowage(&root, &["images", "-q"]).ok().stdout();
-    assert!(names.contains("example.com/renamed:v2") && names.contains(&img), "{names}");
+    assert!(
+        names.contains("example.com/renamed:v2") && names.contains(&img),
+        "{names}"
+    );
     // Short digest prefixes name images, as image ids do in docker.
     let short = &pushed.manifest["sha256:".len()..][..12];
     stowage(&root, &["inspect", short]).ok(); // two names, one digest: one image
@@ -111,19 +125,43 @@ fn second_pull_fetches_nothing_and_shared_layers_are_stored_once() {
     let work = scratch();
     let root = work.path().join("store");
     let img = format!("{reg}/corpus/debian-min:latest");
-    let first = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
+    let first = stowage(&root, &["pull", "--plain-http", "--format", "json", &img])
+        .ok()
+        .json();
     assert_eq!(first["layers_fetched"], 2);
-    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
+    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &img])
+        .ok()
+        .json();
     assert_eq!(again["layers_fetched"], 0);
     assert_eq!(again["layers_present"], 2);
     // many-small is debian-min plus one layer: only that one is fetched.
-    let ms = stowage(&root, &["pull", "--plain-http", "--format", "json", &format!("{reg}/corpus/many-small:latest")]).ok().json();
-    assert_eq!((ms["layers_fetched"].as_u64(), ms["layers_present"].as_u64()), (Some(1), Some(2)), "{ms}");
-    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 3);
+    let ms = stowage(
+        &root,
+        &[
+            "pull",
+            "--plain-http",
+            "--format",
+            "json",
+            &format!("{reg}/corpus/many-small:latest"),
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        (ms["layers_fetched"].as_u64(), ms["layers_present"].as_u64()),
+        (Some(1), Some(2)),
+        "{ms}"
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots")).unwrap().count(),
+        3
+    );
 }
 
 fn blob_count(root: &Path) -> usize {
-    std::fs::read_dir(root.join("blobs/sha256")).unwrap().count()
+    std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -134,12 +172,20 @@ fn discard_policy_keeps_snapshots_only_from_flag_and_config_files() {
     let img = format!("{reg}/test/discard:v1");
 
     let check = |root: &Path| {
-        let doc = stowage(root, &["inspect", "--format", "json", &img]).ok().json();
+        let doc = stowage(root, &["inspect", "--format", "json", &img])
+            .ok()
+            .json();
         assert_eq!(doc["policy"], "discard");
         for (i, l) in doc["layers"].as_array().unwrap().iter().enumerate() {
             assert_eq!(l["forms"], serde_json::json!(["snapshot"]), "{l}");
-            assert!(l["blobDropped"].as_str().unwrap().contains("discard"), "{l}");
-            assert!(!root.join("blobs/sha256").join(&pushed.layers[i][7..]).exists());
+            assert!(
+                l["blobDropped"].as_str().unwrap().contains("discard"),
+                "{l}"
+            );
+            assert!(!root
+                .join("blobs/sha256")
+                .join(&pushed.layers[i][7..])
+                .exists());
         }
         // index/manifest + config stay: they are what makes it an image.
         assert_eq!(blob_count(root), 2);
@@ -149,23 +195,53 @@ fn discard_policy_keeps_snapshots_only_from_flag_and_config_files() {
     };
 
     let r1 = work.path().join("flag");
-    stowage(&r1, &["pull", "--plain-http", "-q", "--policy", "discard", &img]).ok();
+    stowage(
+        &r1,
+        &["pull", "--plain-http", "-q", "--policy", "discard", &img],
+    )
+    .ok();
     check(&r1);
 
     let cfg = work.path().join("stowage.toml");
     std::fs::write(&cfg, "[store]\npolicy = \"discard\"\n").unwrap();
     let r2 = work.path().join("config");
-    stowage(&r2, &["--config", cfg.to_str().unwrap(), "pull", "--plain-http", "-q", &img]).ok();
+    stowage(
+        &r2,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "pull",
+            "--plain-http",
+            "-q",
+            &img,
+        ],
+    )
+    .ok();
     check(&r2);
 
     let ctd = work.path().join("containerd.toml");
     std::fs::write(&ctd, "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  discard_unpacked_layers = true\n").unwrap();
     let r3 = work.path().join("containerd");
-    stowage(&r3, &["--containerd-config", ctd.to_str().unwrap(), "pull", "--plain-http", "-q", &img]).ok();
+    stowage(
+        &r3,
+        &[
+            "--containerd-config",
+            ctd.to_str().unwrap(),
+            "pull",
+            "--plain-http",
+            "-q",
+            &img,
+        ],
+    )
+    .ok();
     check(&r3);
 
     // Pulling again with keep brings the blobs back.
-    stowage(&r3, &["pull", "--plain-http", "-q", "--policy", "keep", &img]).ok();
+    stowage(
+        &r3,
+        &["pull", "--plain-http", "-q", "--policy", "keep", &img],
+    )
+    .ok();
     assert_eq!(blob_count(&r3), 5);
 }
 
@@ -174,10 +250,22 @@ fn bad_config_is_an_error_naming_key_and_file() {
     let work = scratch();
     let cfg = work.path().join("stowage.toml");
     std::fs::write(&cfg, "[store]\npolicy = 3\n").unwrap();
-    let r = stowage(&work.path().join("s"), &["--config", cfg.to_str().unwrap(), "images"]).fails();
-    assert!(r.stderr().contains("store.policy") && r.stderr().contains("stowage.toml"), "{}", r.stderr());
+    let r = stowage(
+        &work.path().join("s"),
+        &["--config", cfg.to_str().unwrap(), "images"],
+    )
+    .fails();
+    assert!(
+        r.stderr().contains("store.policy") && r.stderr().contains("stowage.toml"),
+        "{}",
+        r.stderr()
+    );
     let r = stowage(&work.path().join("s"), &["pull", "NOT A REFERENCE"]).fails();
-    assert!(r.stderr().contains("invalid image reference"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("invalid image reference"),
+        "{}",
+        r.stderr()
+    );
 }
 
 #[test]
@@ -195,7 +283,10 @@ fn mount_shows_the_same_tree_as_unpack() {
     let result = std::panic::catch_unwind(|| {
         let mounted = tree::list(&mnt);
         tree::assert_same(&mounted, &tree::list(&unpacked), "mount vs unpack");
-        assert!(std::fs::write(mnt.join("etc/x"), b"x").is_err(), "mount must be read-only");
+        assert!(
+            std::fs::write(mnt.join("etc/x"), b"x").is_err(),
+            "mount must be read-only"
+        );
     });
     common::sh("umount", &[mnt.to_str().unwrap()]);
     result.unwrap();

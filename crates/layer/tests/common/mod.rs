@@ -28,7 +28,9 @@ impl Default for Tar {
 
 impl Tar {
     pub fn new() -> Self {
-        Tar { b: tar::Builder::new(Vec::new()) }
+        Tar {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
     /// A GNU header with `name` written raw into the 100-byte name field.
@@ -55,7 +57,15 @@ impl Tar {
         self.file_with(name, data, 0o644, 0, 0, MTIME)
     }
 
-    pub fn file_with(&mut self, name: &str, data: &[u8], mode: u32, uid: u64, gid: u64, mtime: u64) -> &mut Self {
+    pub fn file_with(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+    ) -> &mut Self {
         let mut h = Self::header(name.as_bytes(), EntryType::Regular, data.len() as u64, mode);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -89,7 +99,14 @@ impl Tar {
         self.link(name, target.as_bytes(), EntryType::Link)
     }
 
-    pub fn node(&mut self, name: &str, et: EntryType, major: u32, minor: u32, mode: u32) -> &mut Self {
+    pub fn node(
+        &mut self,
+        name: &str,
+        et: EntryType,
+        major: u32,
+        minor: u32,
+        mode: u32,
+    ) -> &mut Self {
         let mut h = Self::header(name.as_bytes(), et, 0, mode);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
@@ -100,13 +117,20 @@ impl Tar {
     pub fn long_name(&mut self, name: &[u8]) -> &mut Self {
         let mut data = name.to_vec();
         data.push(0);
-        let h = Self::header(b"././@LongLink", EntryType::GNULongName, data.len() as u64, 0o644);
+        let h = Self::header(
+            b"././@LongLink",
+            EntryType::GNULongName,
+            data.len() as u64,
+            0o644,
+        );
         self.raw(h, &data)
     }
 
     /// A PAX (`x`) record set for the next entry.
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        self.b.append_pax_extensions(records.iter().copied()).unwrap();
+        self.b
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
         self
     }
 
@@ -134,7 +158,12 @@ impl Sandbox {
         fs::create_dir(&root).unwrap();
         fs::create_dir(&outside).unwrap();
         fs::write(&secret, SECRET).unwrap();
-        Sandbox { parent, root, outside, secret }
+        Sandbox {
+            parent,
+            root,
+            outside,
+            secret,
+        }
     }
 
     /// Another directory beside the root (for lower snapshots).
@@ -159,9 +188,21 @@ impl Sandbox {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        let expected: Vec<String> = ["outside", "root", "secret.txt"].iter().map(|s| s.to_string()).collect();
-        assert!(names.iter().all(|n| expected.contains(n) || n.starts_with("lower")), "stray files: {names:?}");
-        assert_eq!(fs::read_dir(&self.outside).unwrap().count(), 0, "something was written into the sentinel dir");
+        let expected: Vec<String> = ["outside", "root", "secret.txt"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| expected.contains(n) || n.starts_with("lower")),
+            "stray files: {names:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&self.outside).unwrap().count(),
+            0,
+            "something was written into the sentinel dir"
+        );
         let md = fs::symlink_metadata(&self.secret).unwrap();
         assert!(md.is_file());
         assert_eq!(md.nlink(), 1, "the secret was hard-linked");

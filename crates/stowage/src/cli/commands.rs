@@ -19,18 +19,35 @@ fn open(root: &Path) -> Result<Store> {
 }
 
 fn platform(p: &Option<String>) -> Result<Option<Platform>> {
-    p.as_deref().map(|s| s.parse::<Platform>().map_err(|e| e.to_string())).transpose()
+    p.as_deref()
+        .map(|s| s.parse::<Platform>().map_err(|e| e.to_string()))
+        .transpose()
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
 pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
     match cmd {
-        Command::Pull { reference, platform: p, all_platforms, policy, plain_http, creds, max_concurrent, quiet, format } => {
-            let r: Reference = reference.parse().map_err(|e: stowage_oci::ReferenceError| e.to_string())?;
+        Command::Pull {
+            reference,
+            platform: p,
+            all_platforms,
+            policy,
+            plain_http,
+            creds,
+            max_concurrent,
+            quiet,
+            format,
+        } => {
+            let r: Reference = reference
+                .parse()
+                .map_err(|e: stowage_oci::ReferenceError| e.to_string())?;
             let policy = match policy {
                 Some(p) => p.parse::<Policy>()?,
                 None => config.policy,
@@ -44,7 +61,11 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 all_platforms,
                 policy,
                 max_concurrent: max_concurrent.unwrap_or(config.max_concurrent_downloads),
-                client: ClientOptions { plain_http, credentials, user_agent: None },
+                client: ClientOptions {
+                    plain_http,
+                    credentials,
+                    user_agent: None,
+                },
             };
             let store = open(root)?;
             let bars = Bars::new(quiet || format == Format::Json);
@@ -106,15 +127,26 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 }
             }
         }
-        Command::Inspect { reference, platform: p, format } => {
+        Command::Inspect {
+            reference,
+            platform: p,
+            format,
+        } => {
             let store = open(root)?;
-            let img = resolve_image(&store, &reference, platform(&p)?.as_ref()).map_err(|e| e.to_string())?;
+            let img = resolve_image(&store, &reference, platform(&p)?.as_ref())
+                .map_err(|e| e.to_string())?;
             let mut layers = Vec::new();
             for l in &img.layers {
-                let forms = store.meta.layer_forms(&l.digest).map_err(|e| e.to_string())?;
+                let forms = store
+                    .meta
+                    .layer_forms(&l.digest)
+                    .map_err(|e| e.to_string())?;
                 let has_blob = store.content.contains(&l.digest);
                 let has_snapshot = store.snapshots.exists(&l.chain_id);
-                let dropped = store.meta.dropped_reason(&l.digest, "blob").map_err(|e| e.to_string())?;
+                let dropped = store
+                    .meta
+                    .dropped_reason(&l.digest, "blob")
+                    .map_err(|e| e.to_string())?;
                 let mut kept = Vec::new();
                 if has_blob {
                     kept.push("blob");
@@ -131,7 +163,8 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                     "blobDropped": dropped,
                 }));
             }
-            let manifest: serde_json::Value = serde_json::from_slice(&img.manifest_bytes).map_err(|e| e.to_string())?;
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&img.manifest_bytes).map_err(|e| e.to_string())?;
             let config = serde_json::to_value(&img.config).map_err(|e| e.to_string())?;
             let doc = json!({
                 "name": img.record.name, "digest": img.record.digest, "mediaType": img.record.media_type,
@@ -148,11 +181,17 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                     println!("Digest:    {}", img.record.digest);
                     println!("Manifest:  {}", img.manifest_digest);
                     println!("Config:    {}", img.config_digest);
-                    if let (Some(r), Some(p)) = (&img.record.origin_registry, &img.record.origin_repository) {
+                    if let (Some(r), Some(p)) =
+                        (&img.record.origin_registry, &img.record.origin_repository)
+                    {
                         println!("Origin:    {r}/{p}");
                     }
                     println!("Policy:    {}", img.record.policy);
-                    println!("Platform:  {}/{}", img.config.os(), img.config.architecture());
+                    println!(
+                        "Platform:  {}/{}",
+                        img.config.os(),
+                        img.config.architecture()
+                    );
                     println!("Size:      {}", human_size(img.content_size()));
                     println!("Layers:");
                     let rows: Vec<Vec<String>> = layers
@@ -161,11 +200,28 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                             vec![
                                 l["digest"].as_str().unwrap_or("").to_string(),
                                 human_size(l["size"].as_u64().unwrap_or(0)),
-                                l["forms"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("+")).unwrap_or_default(),
+                                l["forms"]
+                                    .as_array()
+                                    .map(|a| {
+                                        a.iter()
+                                            .filter_map(|x| x.as_str())
+                                            .collect::<Vec<_>>()
+                                            .join("+")
+                                    })
+                                    .unwrap_or_default(),
                             ]
                         })
                         .collect();
-                    table(&["  DIGEST", "SIZE", "FORMS"], &rows.into_iter().map(|mut r| { r[0] = format!("  {}", r[0]); r }).collect::<Vec<_>>());
+                    table(
+                        &["  DIGEST", "SIZE", "FORMS"],
+                        &rows
+                            .into_iter()
+                            .map(|mut r| {
+                                r[0] = format!("  {}", r[0]);
+                                r
+                            })
+                            .collect::<Vec<_>>(),
+                    );
                     Ok(())
                 }
             }
@@ -173,9 +229,14 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
         Command::Tag { source, target } => {
             let store = open(root)?;
             let src = find_image(&store, &source).map_err(|e| e.to_string())?;
-            let dst: Reference = target.parse().map_err(|e: stowage_oci::ReferenceError| e.to_string())?;
+            let dst: Reference = target
+                .parse()
+                .map_err(|e: stowage_oci::ReferenceError| e.to_string())?;
             let name = stowage::pull::image_name(&dst);
-            store.meta.tag_image(&src, &name).map_err(|e| e.to_string())?;
+            store
+                .meta
+                .tag_image(&src, &name)
+                .map_err(|e| e.to_string())?;
             println!("{name}");
             Ok(())
         }
@@ -185,7 +246,10 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             for r in references {
                 match find_image(&store, &r) {
                     Ok(img) => {
-                        store.meta.remove_image(&img.name).map_err(|e| e.to_string())?;
+                        store
+                            .meta
+                            .remove_image(&img.name)
+                            .map_err(|e| e.to_string())?;
                         println!("{}", img.name);
                     }
                     Err(e) => failed.push(e.to_string()),
@@ -197,16 +261,36 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 Err(failed.join("\n"))
             }
         }
-        Command::Unpack { reference, dir, platform: p } => {
+        Command::Unpack {
+            reference,
+            dir,
+            platform: p,
+        } => {
             let store = open(root)?;
-            let report = stowage::unpack::unpack(&store, &reference, &dir, platform(&p)?.as_ref()).map_err(|e| e.to_string())?;
-            eprintln!("unpacked {reference} into {}: {} files, {} dirs, {}", dir.display(), report.files, report.dirs, human_size(report.bytes));
+            let report = stowage::unpack::unpack(&store, &reference, &dir, platform(&p)?.as_ref())
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "unpacked {reference} into {}: {} files, {} dirs, {}",
+                dir.display(),
+                report.files,
+                report.dirs,
+                human_size(report.bytes)
+            );
             Ok(())
         }
-        Command::Mount { reference, dir, platform: p } => {
+        Command::Mount {
+            reference,
+            dir,
+            platform: p,
+        } => {
             let store = open(root)?;
-            stowage::mount::mount_image(&store, &reference, &dir, platform(&p)?.as_ref()).map_err(|e| e.to_string())?;
-            eprintln!("mounted {reference} read-only on {}; `umount {}` releases it", dir.display(), dir.display());
+            stowage::mount::mount_image(&store, &reference, &dir, platform(&p)?.as_ref())
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "mounted {reference} read-only on {}; `umount {}` releases it",
+                dir.display(),
+                dir.display()
+            );
             Ok(())
         }
     }

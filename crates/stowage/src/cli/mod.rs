@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use stowage::config::{Config, DEFAULT_CONFIG};
 
 #[derive(Parser)]
-#[command(name = "stowage", version, about = "A container image store that keeps what it must and rebuilds the rest")]
+#[command(
+    name = "stowage",
+    version,
+    about = "A container image store that keeps what it must and rebuilds the rest"
+)]
 pub struct Cli {
     /// Store root (default /var/lib/stowage as root, $XDG_DATA_HOME/stowage otherwise).
     #[arg(long, global = true, env = "STOWAGE_ROOT")]
@@ -108,7 +112,9 @@ pub fn run() -> Result<(), String> {
     let cli = Cli::parse();
     let filter = std::env::var("STOWAGE_LOG").unwrap_or_else(|_| cli.log_level.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let mut config = match &cli.config {
@@ -124,6 +130,10 @@ pub fn run() -> Result<(), String> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let root = cli.root.clone().or_else(|| config.root.clone()).unwrap_or_else(stowage_store::default_root);
+    let root = cli
+        .root
+        .clone()
+        .or_else(|| config.root.clone())
+        .unwrap_or_else(stowage_store::default_root);
     commands::dispatch(cli.command, &root, &config)
 }

@@ -16,7 +16,10 @@ pub fn human_size(n: u64) -> String {
 }
 
 pub fn age(unix: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let d = (now - unix).max(0);
     match d {
         0..=59 => "just now".into(),
@@ -58,7 +61,10 @@ pub fn split_name(name: &str) -> (String, String) {
     }
     let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     match name[slash..].rfind(':') {
-        Some(i) => (name[..slash + i].to_string(), name[slash + i + 1..].to_string()),
+        Some(i) => (
+            name[..slash + i].to_string(),
+            name[slash + i + 1..].to_string(),
+        ),
         None => (name.to_string(), "<none>".into()),
     }
 }

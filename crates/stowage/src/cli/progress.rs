@@ -15,8 +15,16 @@ pub struct Bars {
 impl Bars {
     pub fn new(quiet: bool) -> Bars {
         let enabled = !quiet && std::io::stderr().is_terminal();
-        let multi = MultiProgress::with_draw_target(if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-        Bars { multi, bars: Mutex::new(HashMap::new()), enabled }
+        let multi = MultiProgress::with_draw_target(if enabled {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Bars {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            enabled,
+        }
     }
 }
 
@@ -27,9 +35,11 @@ impl Progress for Bars {
         }
         let bar = self.multi.add(ProgressBar::new(total));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}")
-                .unwrap()
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());
         self.bars.lock().unwrap().insert(id.to_string(), bar);

@@ -6,7 +6,9 @@ use super::PullError;
 use crate::progress::Progress;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use stowage_layer::{apply_layer, decompress, ApplyOptions, ApplyReport, DeferredLink, HashingReader};
+use stowage_layer::{
+    apply_layer, decompress, ApplyOptions, ApplyReport, DeferredLink, HashingReader,
+};
 use stowage_oci::{Compression, Digest, Hasher};
 use stowage_remote::RegistryClient;
 use stowage_store::snapshots::TempSnapshot;
@@ -50,18 +52,23 @@ struct Source<'a, R> {
 impl<R: Read> Read for Source<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "pull cancelled"));
+            return Err(io::Error::other("pull cancelled"));
         }
         if self.remaining == 0 {
             // Anything past the declared size is an error, not more data.
             let mut probe = [0u8; 1];
             if self.inner.read(&mut probe)? > 0 {
                 self.overrun = true;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "registry sent more bytes than the descriptor's size"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "registry sent more bytes than the descriptor's size",
+                ));
             }
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Ok(0);
@@ -96,18 +103,33 @@ pub(crate) fn fetch_layer(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<FetchedLayer, PullError> {
-    let layer_err = |detail: String| PullError::Layer { image: image.to_string(), digest: job.digest.clone(), detail };
+    let layer_err = |detail: String| PullError::Layer {
+        image: image.to_string(),
+        digest: job.digest.clone(),
+        detail,
+    };
     let compression = Compression::of_media_type(&job.media_type);
     if job.want_snapshot && compression.is_none() {
-        return Err(layer_err(format!("unsupported layer media type {:?}", job.media_type)));
+        return Err(layer_err(format!(
+            "unsupported layer media type {:?}",
+            job.media_type
+        )));
     }
     let id = job.digest.short().to_string();
     progress.start(&id, &format!("layer {}", job.digest.short()), job.size);
     let resp = client
         .fetch_blob(repo, &job.digest)
-        .map_err(|source| PullError::Remote { image: image.to_string(), source })?;
+        .map_err(|source| PullError::Remote {
+            image: image.to_string(),
+            source,
+        })?;
     let ingest = if job.want_blob {
-        Some(store.content.writer(&job.digest).map_err(|e| layer_err(e.to_string()))?)
+        Some(
+            store
+                .content
+                .writer(&job.digest)
+                .map_err(|e| layer_err(e.to_string()))?,
+        )
     } else {
         None
     };
@@ -126,10 +148,14 @@ pub(crate) fn fetch_layer(
     let mut report = None;
     let mut apply_result: Result<Option<Digest>, String> = Ok(None);
     if job.want_snapshot {
-        let tmp = store.snapshots.prepare().map_err(|e| layer_err(e.to_string()))?;
+        let tmp = store
+            .snapshots
+            .prepare()
+            .map_err(|e| layer_err(e.to_string()))?;
         let opts = ApplyOptions::default();
         let result = (|| -> Result<(Digest, ApplyReport), String> {
-            let dec = decompress(compression.expect("checked"), &mut src).map_err(|e| format!("decompress: {e}"))?;
+            let dec = decompress(compression.expect("checked"), &mut src)
+                .map_err(|e| format!("decompress: {e}"))?;
             let mut tar = HashingReader::new(dec);
             let r = apply_layer(&mut tar, &tmp.fs(), &opts).map_err(|e| e.to_string())?;
             io::copy(&mut tar, &mut io::sink()).map_err(|e| format!("decompress: {e}"))?;
@@ -146,7 +172,9 @@ pub(crate) fn fetch_layer(
         }
     }
     if cancel.load(Ordering::Relaxed) {
-        return Err(PullError::Cancelled { image: image.to_string() });
+        return Err(PullError::Cancelled {
+            image: image.to_string(),
+        });
     }
     // Read what the decompressor left (trailing bytes), so that the blob
     // digest covers the whole stream and a corrupt blob is reported as
@@ -154,15 +182,24 @@ pub(crate) fn fetch_layer(
     let drained = io::copy(&mut src, &mut io::sink());
     let (actual, len) = src.digest();
     if src.overrun {
-        return Err(layer_err(format!("registry sent more than the {} bytes the manifest declares", job.size)));
+        return Err(layer_err(format!(
+            "registry sent more than the {} bytes the manifest declares",
+            job.size
+        )));
     }
     if let Err(e) = &drained {
         if len < job.size {
-            return Err(layer_err(format!("download failed after {len} of {} bytes: {e}", job.size)));
+            return Err(layer_err(format!(
+                "download failed after {len} of {} bytes: {e}",
+                job.size
+            )));
         }
     }
     if len != job.size {
-        return Err(layer_err(format!("truncated: got {len} of {} bytes", job.size)));
+        return Err(layer_err(format!(
+            "truncated: got {len} of {} bytes",
+            job.size
+        )));
     }
     if actual != job.digest {
         return Err(layer_err(format!("blob bytes hash to {actual}, not to the digest the manifest names; the registry served corrupt or tampered data, nothing was stored")));
@@ -170,14 +207,32 @@ pub(crate) fn fetch_layer(
     let diff = apply_result.map_err(|e| layer_err(e))?;
     if let Some(diff) = diff {
         if diff != job.diff_id {
-            return Err(PullError::DiffId { image: image.to_string(), digest: job.digest.clone(), expected: job.diff_id.clone(), actual: diff });
+            return Err(PullError::DiffId {
+                image: image.to_string(),
+                digest: job.digest.clone(),
+                expected: job.diff_id.clone(),
+                actual: diff,
+            });
         }
     }
     let blob = match src.ingest.take() {
-        Some(w) => Some(w.verify(Some(job.size)).map_err(|e| layer_err(e.to_string()))?),
+        Some(w) => Some(
+            w.verify(Some(job.size))
+                .map_err(|e| layer_err(e.to_string()))?,
+        ),
         None => None,
     };
     progress.finish(&id, "done");
-    let deferred_links = report.as_ref().map(|r: &ApplyReport| r.deferred_links.clone()).unwrap_or_default();
-    Ok(FetchedLayer { job, snapshot, report, deferred_links, blob, bytes_fetched: len })
+    let deferred_links = report
+        .as_ref()
+        .map(|r: &ApplyReport| r.deferred_links.clone())
+        .unwrap_or_default();
+    Ok(FetchedLayer {
+        job,
+        snapshot,
+        report,
+        deferred_links,
+        blob,
+        bytes_fetched: len,
+    })
 }

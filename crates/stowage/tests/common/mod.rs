@@ -19,7 +19,9 @@ pub fn registry() -> Option<String> {
             if std::env::var("STOWAGE_TEST_REQUIRED").as_deref() == Ok("1") {
                 panic!("STOWAGE_TEST_REGISTRY is not set but STOWAGE_TEST_REQUIRED=1");
             }
-            eprintln!("skipped: set STOWAGE_TEST_REGISTRY (scripts/test does) to run end-to-end tests");
+            eprintln!(
+                "skipped: set STOWAGE_TEST_REGISTRY (scripts/test does) to run end-to-end tests"
+            );
             None
         }
     }
@@ -27,8 +29,13 @@ pub fn registry() -> Option<String> {
 
 /// A scratch directory on the scratch filesystem when there is one.
 pub fn scratch() -> tempfile::TempDir {
-    let base = std::env::var_os("STOWAGE_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new().prefix("stowage-test-").tempdir_in(base).expect("scratch dir")
+    let base = std::env::var_os("STOWAGE_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("stowage-test-")
+        .tempdir_in(base)
+        .expect("scratch dir")
 }
 
 pub fn bin() -> &'static str {
@@ -51,7 +58,12 @@ impl Run {
         self
     }
     pub fn fails(self) -> Run {
-        assert!(!self.out.status.success(), "stowage succeeded but should have failed:\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        assert!(
+            !self.out.status.success(),
+            "stowage succeeded but should have failed:\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     pub fn stdout(&self) -> String {
@@ -61,7 +73,8 @@ impl Run {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
+        serde_json::from_slice(&self.out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
     }
 }
 
@@ -79,7 +92,10 @@ pub fn stowage(root: &Path, args: &[&str]) -> Run {
 
 /// Run an external command, panicking with its output on failure.
 pub fn sh(cmd: &str, args: &[&str]) -> Output {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed:\n{}\n{}",
@@ -105,7 +121,15 @@ pub fn umoci_rootfs(registry: &str, image: &str, work: &Path) -> PathBuf {
         ],
     );
     let bundle = work.join("bundle");
-    sh("umoci", &["unpack", "--image", &format!("{}:{tag}", layout.display()), bundle.to_str().unwrap()]);
+    sh(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
     bundle.join("rootfs")
 }
 
@@ -128,7 +152,13 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
     let mut ar = tar::Archive::new(tar_stream);
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
+        let path = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
         if path.is_empty() || path == "." {
             continue;
         }
@@ -139,20 +169,30 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
         let mut parent = dir.clone();
         while !parent.is_empty() {
             expected.insert(parent.clone());
-            parent = parent.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+            parent = parent
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
         }
         if base == ".wh..wh..opq" {
             opaque.push(dir);
             continue;
         }
         if let Some(name) = base.strip_prefix(".wh.") {
-            let rel = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let rel = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
             expected.insert(rel.clone());
             whiteouts.push(rel);
             continue;
         }
         expected.insert(path.clone());
-        let link = e.link_name().unwrap().map(|l| l.to_string_lossy().trim_start_matches("./").to_string());
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().trim_start_matches("./").to_string());
         let sha = if e.header().entry_type().is_file() {
             let mut data = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut data).unwrap();
@@ -160,17 +200,35 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
         } else {
             None
         };
-        wants.insert(path, Want { header: e.header().clone(), link, sha });
+        wants.insert(
+            path,
+            Want {
+                header: e.header().clone(),
+                link,
+                sha,
+            },
+        );
     }
     for dir in &opaque {
         let v = xattr_get(&snapshot.join(dir), "trusted.overlay.opaque");
-        assert_eq!(v.as_deref(), Some(&b"y"[..]), "opaque marker for {dir:?} missing");
+        assert_eq!(
+            v.as_deref(),
+            Some(&b"y"[..]),
+            "opaque marker for {dir:?} missing"
+        );
     }
     for rel in &whiteouts {
-        let md = std::fs::symlink_metadata(snapshot.join(rel)).unwrap_or_else(|e| panic!("whiteout {rel}: {e}"));
-        assert!(md.file_type().is_char_device() && md.rdev() == 0, "whiteout {rel} is not a 0/0 char device");
+        let md = std::fs::symlink_metadata(snapshot.join(rel))
+            .unwrap_or_else(|e| panic!("whiteout {rel}: {e}"));
+        assert!(
+            md.file_type().is_char_device() && md.rdev() == 0,
+            "whiteout {rel} is not a 0/0 char device"
+        );
     }
-    assert!(!wants.is_empty() || !whiteouts.is_empty(), "tar had no entries");
+    assert!(
+        !wants.is_empty() || !whiteouts.is_empty(),
+        "tar had no entries"
+    );
     for (path, w) in &wants {
         let p = snapshot.join(path);
         let md = std::fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("entry {path}: {err}"));
@@ -180,12 +238,20 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
             tar::EntryType::Directory => assert!(md.is_dir(), "{path} should be a dir"),
             tar::EntryType::Symlink => {
                 assert!(md.file_type().is_symlink(), "{path} should be a symlink");
-                assert_eq!(std::fs::read_link(&p).unwrap().to_string_lossy(), *w.link.as_ref().unwrap(), "{path} link target");
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap().to_string_lossy(),
+                    *w.link.as_ref().unwrap(),
+                    "{path} link target"
+                );
             }
             tar::EntryType::Link => {
                 let target = w.link.as_ref().unwrap();
                 if let Ok(tmd) = std::fs::symlink_metadata(snapshot.join(target)) {
-                    assert_eq!(md.ino(), tmd.ino(), "{path} should be a hard link to {target}");
+                    assert_eq!(
+                        md.ino(),
+                        tmd.ino(),
+                        "{path} should be a hard link to {target}"
+                    );
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -194,8 +260,18 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
                 assert_eq!(Some(tree::hash_file(&p)), w.sha, "{path} content");
             }
             tar::EntryType::Char | tar::EntryType::Block => {
-                assert!(md.file_type().is_char_device() || md.file_type().is_block_device(), "{path} device");
-                assert_eq!(md.rdev(), libc::makedev(h.device_major().unwrap().unwrap_or(0), h.device_minor().unwrap().unwrap_or(0)), "{path} device number");
+                assert!(
+                    md.file_type().is_char_device() || md.file_type().is_block_device(),
+                    "{path} device"
+                );
+                assert_eq!(
+                    md.rdev(),
+                    libc::makedev(
+                        h.device_major().unwrap().unwrap_or(0),
+                        h.device_minor().unwrap().unwrap_or(0)
+                    ),
+                    "{path} device number"
+                );
             }
             tar::EntryType::Fifo => assert!(md.file_type().is_fifo(), "{path} fifo"),
             _ => {}
@@ -204,14 +280,21 @@ pub fn check_snapshot_against_tar(snapshot: &Path, tar_stream: impl std::io::Rea
             assert_eq!(md.uid() as u64, h.uid().unwrap(), "{path} uid");
             assert_eq!(md.gid() as u64, h.gid().unwrap(), "{path} gid");
             if kind != tar::EntryType::Symlink {
-                assert_eq!(md.mode() & 0o7777, h.mode().unwrap() & 0o7777, "{path} mode");
+                assert_eq!(
+                    md.mode() & 0o7777,
+                    h.mode().unwrap() & 0o7777,
+                    "{path} mode"
+                );
             }
             assert_eq!(md.mtime() as u64, h.mtime().unwrap(), "{path} mtime");
         }
     }
     let on_disk = tree::list(snapshot);
     for k in on_disk.keys() {
-        assert!(expected.contains(k), "snapshot has {k}, which its tar does not");
+        assert!(
+            expected.contains(k),
+            "snapshot has {k}, which its tar does not"
+        );
     }
 }
 
@@ -221,7 +304,14 @@ pub fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
     let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
     let cn = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
     if n < 0 {
         return None;
     }
@@ -231,14 +321,24 @@ pub fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
 
 /// Layers of a pulled image, from `stowage inspect --format json`: (blob path, snapshot path, media type).
 pub fn layer_paths(root: &Path, image: &str) -> Vec<(PathBuf, PathBuf, String)> {
-    let doc = stowage(root, &["inspect", "--format", "json", image]).ok().json();
+    let doc = stowage(root, &["inspect", "--format", "json", image])
+        .ok()
+        .json();
     doc["layers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| {
-            let d = l["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-            let c = l["chainID"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+            let d = l["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string();
+            let c = l["chainID"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string();
             (
                 root.join("blobs/sha256").join(d),
                 root.join("snapshots").join(c).join("fs"),
@@ -252,7 +352,9 @@ pub fn layer_paths(root: &Path, image: &str) -> Vec<(PathBuf, PathBuf, String)> 
 pub fn open_layer(blob: &Path, media_type: &str) -> Box<dyn std::io::Read> {
     let f = std::fs::File::open(blob).unwrap_or_else(|e| panic!("{blob:?}: {e}"));
     if media_type.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f)))
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            f,
+        )))
     } else if media_type.ends_with("zstd") {
         Box::new(zstd::stream::read::Decoder::new(f).unwrap())
     } else {

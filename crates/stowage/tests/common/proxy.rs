@@ -56,7 +56,11 @@ pub fn start(upstream: &str, rule: impl Fn(&str, &str) -> Fault + Send + Sync + 
     Proxy { addr, stop }
 }
 
-fn serve(client: TcpStream, upstream: &str, rule: &dyn Fn(&str, &str) -> Fault) -> std::io::Result<()> {
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    rule: &dyn Fn(&str, &str) -> Fault,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0usize;
@@ -93,7 +97,11 @@ fn serve(client: TcpStream, upstream: &str, rule: &dyn Fn(&str, &str) -> Fault) 
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(resp.len());
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(resp.len());
     let (rhead, rbody) = resp.split_at(split);
     let rhead = String::from_utf8_lossy(rhead).to_string();
     let mut out = client;
@@ -113,8 +121,13 @@ fn serve(client: TcpStream, upstream: &str, rule: &dyn Fn(&str, &str) -> Fault) 
         }
         Fault::Body(b) => {
             // The registry's digest header would give the game away early.
-            out.write_all(headers_without(&["connection:", "content-length:", "docker-content-digest:"]).as_bytes())?;
-            out.write_all(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes())?;
+            out.write_all(
+                headers_without(&["connection:", "content-length:", "docker-content-digest:"])
+                    .as_bytes(),
+            )?;
+            out.write_all(
+                format!("Content-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes(),
+            )?;
             if method != "HEAD" {
                 out.write_all(&b)?;
             }
@@ -135,7 +148,12 @@ fn serve(client: TcpStream, upstream: &str, rule: &dyn Fn(&str, &str) -> Fault) 
             out.write_all(&b)?;
         }
         Fault::Status(code) => {
-            out.write_all(format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+            out.write_all(
+                format!(
+                    "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )?;
         }
     }
     out.flush()

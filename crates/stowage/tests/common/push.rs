@@ -16,16 +16,26 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub fn push_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
     let digest = sha(bytes);
     let c = http();
-    let r = c.post(format!("http://{registry}/v2/{repo}/blobs/uploads/")).send().unwrap();
+    let r = c
+        .post(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 202, "start upload: {:?}", r.text());
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let loc = if loc.starts_with("http") { loc } else { format!("http://{registry}{loc}") };
+    let loc = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("http://{registry}{loc}")
+    };
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = c
         .put(format!("{loc}{sep}digest={digest}"))
@@ -37,7 +47,13 @@ pub fn push_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
     digest
 }
 
-pub fn push_manifest(registry: &str, repo: &str, tag: &str, bytes: &[u8], media_type: &str) -> String {
+pub fn push_manifest(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    bytes: &[u8],
+    media_type: &str,
+) -> String {
     let r = http()
         .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
         .header("content-type", media_type)
@@ -65,7 +81,13 @@ pub fn host_arch() -> &'static str {
 
 /// Push an image whose layers are the given tars (gzip-compressed here).
 /// `diff_ids` overrides what the config claims.
-pub fn push_image(registry: &str, repo: &str, tag: &str, tars: &[Vec<u8>], diff_ids: Option<Vec<String>>) -> Pushed {
+pub fn push_image(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    tars: &[Vec<u8>],
+    diff_ids: Option<Vec<String>>,
+) -> Pushed {
     let mut layers = Vec::new();
     let mut descs = Vec::new();
     for t in tars {
@@ -90,8 +112,19 @@ pub fn push_image(registry: &str, repo: &str, tag: &str, tars: &[Vec<u8>], diff_
         "layers": descs,
     }))
     .unwrap();
-    let md = push_manifest(registry, repo, tag, &manifest, "application/vnd.oci.image.manifest.v1+json");
-    Pushed { manifest: md, layers, diff_ids, config: cd }
+    let md = push_manifest(
+        registry,
+        repo,
+        tag,
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    Pushed {
+        manifest: md,
+        layers,
+        diff_ids,
+        config: cd,
+    }
 }
 
 /// Tar building helpers with full control over headers.
@@ -108,7 +141,9 @@ pub mod tarb {
 
     impl Tar {
         pub fn new() -> Tar {
-            Tar { b: tar::Builder::new(Vec::new()) }
+            Tar {
+                b: tar::Builder::new(Vec::new()),
+            }
         }
         fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
             let mut h = tar::Header::new_gnu();
@@ -140,7 +175,14 @@ pub mod tarb {
             self.raw(h, name, data);
             self
         }
-        pub fn file_owned(mut self, name: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> Self {
+        pub fn file_owned(
+            mut self,
+            name: &str,
+            data: &[u8],
+            mode: u32,
+            uid: u64,
+            gid: u64,
+        ) -> Self {
             let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
             h.set_uid(uid);
             h.set_gid(gid);

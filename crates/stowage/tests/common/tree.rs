@@ -29,7 +29,10 @@ pub fn list(root: &Path) -> Tree {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Tree) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")).map(|e| e.unwrap()).collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir:?}: {e}"))
+        .map(|e| e.unwrap())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
@@ -52,7 +55,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Tree) {
             "socket"
         };
         let sha256 = ft.is_file().then(|| hash_file(&p));
-        let link = ft.is_symlink().then(|| fs::read_link(&p).unwrap().to_string_lossy().into_owned());
+        let link = ft
+            .is_symlink()
+            .then(|| fs::read_link(&p).unwrap().to_string_lossy().into_owned());
         out.insert(
             rel,
             Entry {
@@ -63,7 +68,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Tree) {
                 size: if ft.is_file() { md.len() } else { 0 },
                 sha256,
                 link,
-                rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
+                rdev: if ft.is_char_device() || ft.is_block_device() {
+                    md.rdev()
+                } else {
+                    0
+                },
             },
         );
         if ft.is_dir() {
@@ -92,7 +101,9 @@ pub fn assert_same(ours: &Tree, theirs: &Tree, what: &str) {
     for (k, v) in theirs {
         match ours.get(k) {
             None => diffs.push(format!("missing in stowage: {k} ({})", v.kind)),
-            Some(o) if o != v => diffs.push(format!("differs: {k}\n  stowage: {o:?}\n  reference: {v:?}")),
+            Some(o) if o != v => diffs.push(format!(
+                "differs: {k}\n  stowage: {o:?}\n  reference: {v:?}"
+            )),
             _ => {}
         }
     }
@@ -107,6 +118,11 @@ pub fn assert_same(ours: &Tree, theirs: &Tree, what: &str) {
         diffs.len(),
         ours.len(),
         theirs.len(),
-        diffs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        diffs
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
