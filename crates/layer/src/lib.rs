@@ -28,7 +28,9 @@ mod links;
 mod node;
 mod paths;
 mod pax;
+mod recipe;
 mod stream;
+mod tarsplit;
 mod tree;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, DeferredLink};
@@ -38,4 +40,6 @@ pub use links::resolve_deferred_links;
 pub use node::OPAQUE_XATTR;
 pub use paths::MAX_PATH_LEN;
 pub use pax::MAX_PAX_LEN;
+pub use recipe::{Recipe, RecipeError, RECIPE_MEDIA_TYPE};
 pub use stream::{decompress, HashingReader};
+pub use tarsplit::{replay_tar, TarSplitRecorder};

@@ -135,6 +135,41 @@ impl ContentStore {
         w.commit(Some(bytes.len() as u64))
     }
 
+    /// Store a stream whose digest is not known in advance (a docker-save
+    /// `layer.tar`): hashed while written, named by what it hashes to.
+    /// Returns the blob ready to publish (or already present).
+    pub fn ingest_unknown(&self, r: &mut dyn io::Read, limit: u64) -> Result<VerifiedBlob, ContentError> {
+        let name = format!("unknown.{}.{}.partial", std::process::id(), INGEST_SEQ.fetch_add(1, Ordering::Relaxed));
+        let path = self.ingest.join(name);
+        let mut file = io::BufWriter::with_capacity(256 * 1024, File::create(&path).map_err(io_err(&path, "create ingest file"))?);
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 128 * 1024];
+        let cleanup = |e: ContentError| {
+            let _ = fs::remove_file(&path);
+            e
+        };
+        loop {
+            let n = r.read(&mut buf).map_err(io_err(&path, "read")).map_err(cleanup)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if hasher.len() > limit {
+                return Err(cleanup(ContentError::Io {
+                    path: path.clone(),
+                    op: "ingest",
+                    source: io::Error::other(format!("larger than the {limit} bytes allowed")),
+                }));
+            }
+            file.write_all(&buf[..n]).map_err(io_err(&path, "write")).map_err(cleanup)?;
+        }
+        let f = file.into_inner().map_err(|e| cleanup(ContentError::Io { path: path.clone(), op: "flush", source: e.into_error() }))?;
+        f.sync_all().map_err(io_err(&path, "fsync")).map_err(cleanup)?;
+        let size = hasher.len();
+        let digest = hasher.finish();
+        Ok(VerifiedBlob { dest: self.path(&digest), path, digest, size })
+    }
+
     /// Remove ingest files left by processes that no longer run.
     pub fn clean_ingest(&self) -> io::Result<usize> {
         let mut n = 0;
@@ -225,6 +260,11 @@ pub struct VerifiedBlob {
 }
 
 impl VerifiedBlob {
+    /// Where the verified bytes wait until published.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn publish(mut self) -> Result<(), ContentError> {
         fs::rename(&self.path, &self.dest).map_err(io_err(&self.dest, "rename into place"))?;
         self.path = PathBuf::new();

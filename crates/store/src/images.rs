@@ -16,6 +16,8 @@ pub struct ImageRecord {
     pub size: u64,
     pub origin_registry: Option<String>,
     pub origin_repository: Option<String>,
+    /// The origin was reached over plain HTTP (`--plain-http`).
+    pub origin_plain_http: bool,
     pub policy: String,
     pub created: i64,
     pub updated: i64,
@@ -55,11 +57,12 @@ fn image_row(r: &Row) -> rusqlite::Result<ImageRecord> {
         policy: r.get(6)?,
         created: r.get(7)?,
         updated: r.get(8)?,
+        origin_plain_http: r.get::<_, i64>(9)? != 0,
     })
 }
 
 const IMAGE_COLS: &str =
-    "name, digest, media_type, size, origin_registry, origin_repository, policy, created, updated";
+    "name, digest, media_type, size, origin_registry, origin_repository, policy, created, updated, origin_plain_http";
 
 impl Meta {
     pub fn images(&self) -> Result<Vec<ImageRecord>, MetaError> {
@@ -169,10 +172,10 @@ impl Meta {
 
 pub fn put_image(tx: &Transaction, img: &ImageRecord) -> Result<(), MetaError> {
     tx.execute(
-        "INSERT INTO images (name, digest, media_type, size, origin_registry, origin_repository, policy, created, updated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+        "INSERT INTO images (name, digest, media_type, size, origin_registry, origin_repository, policy, created, updated, origin_plain_http)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
          ON CONFLICT(name) DO UPDATE SET digest = ?2, media_type = ?3, size = ?4, origin_registry = ?5,
-             origin_repository = ?6, policy = ?7, updated = ?8",
+             origin_repository = ?6, policy = ?7, updated = ?8, origin_plain_http = ?9",
         params![
             img.name,
             img.digest.to_string(),
@@ -181,7 +184,8 @@ pub fn put_image(tx: &Transaction, img: &ImageRecord) -> Result<(), MetaError> {
             img.origin_registry,
             img.origin_repository,
             img.policy,
-            now()
+            now(),
+            img.origin_plain_http as i64
         ],
     )?;
     Ok(())

@@ -99,6 +99,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lease, kind, ref)
     );
     "#,
+    // 2: how the origin was reached, so a dropped blob can be fetched again.
+    r#"
+    ALTER TABLE images ADD COLUMN origin_plain_http INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub struct Meta {

@@ -2,7 +2,9 @@
 //! registry server share. Each front end is a thin adapter over these.
 
 pub mod config;
+pub mod export;
 pub mod image;
+pub mod import;
 pub mod mount;
 pub mod progress;
 pub mod pull;

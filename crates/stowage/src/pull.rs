@@ -4,19 +4,18 @@
 //! wait in ingest/, snapshots in temporary directories, and the image record
 //! is written last, in the same transaction as every other row.
 
-mod fetch;
+pub(crate) mod commit;
+pub(crate) mod fetch;
 
 use crate::progress::Progress;
-use fetch::{fetch_layer, FetchedLayer, LayerJob};
-use std::collections::{HashMap, VecDeque};
+use fetch::{fetch_layer, FetchedLayer, LayerJob, OpenBlob};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use stowage_layer::ApplyOptions;
 use stowage_oci::spec::ImageManifest;
 use stowage_oci::{parse_config, parse_manifest, Digest, Manifest, Platform, Reference};
 use stowage_remote::{ClientOptions, RegistryClient, RemoteError};
-use stowage_store::images::{drop_form, put_blob, put_form, put_image, put_layer, LayerRecord};
-use stowage_store::snapshots::{chain_ids, put_snapshot, SnapshotRecord};
+use stowage_store::snapshots::chain_ids;
 use stowage_store::{ImageRecord, Policy, Store};
 
 /// Configs larger than this are refused.
@@ -96,13 +95,13 @@ pub enum PullError {
 }
 
 /// One platform manifest to bring in.
-struct Target {
-    digest: Digest,
-    media_type: String,
-    bytes: Vec<u8>,
-    config_digest: Digest,
-    config_bytes: Vec<u8>,
-    layers: Vec<LayerJob>,
+pub(crate) struct Target {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) config_digest: Digest,
+    pub(crate) config_bytes: Vec<u8>,
+    pub(crate) layers: Vec<LayerJob>,
 }
 
 /// Pull `reference` into `store`.
@@ -111,6 +110,20 @@ pub fn pull(
     reference: &Reference,
     opts: &PullOptions,
     progress: &dyn Progress,
+) -> Result<PullReport, PullError> {
+    pull_cancellable(store, reference, opts, progress, &AtomicBool::new(false))
+}
+
+/// [`pull`] that gives up with [`PullError::Cancelled`] once `cancel` is set
+/// (the CRI server sets it when every caller went away or the pull made no
+/// progress for too long). Layer downloads check it between reads; nothing
+/// is committed after it was seen.
+pub fn pull_cancellable(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<PullReport, PullError> {
     let image = reference.to_string();
     if opts.policy == Policy::Recipe {
@@ -313,96 +326,15 @@ pub fn pull(
         });
     }
 
-    // 4. Layers: skip what is present, fetch the rest in parallel (bounded).
-    let mut jobs: Vec<LayerJob> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut present = 0;
-    for t in &targets {
-        for l in &t.layers {
-            if !seen.insert((l.chain_id.clone(), l.digest.clone())) {
-                continue;
-            }
-            let have_snap = !l.want_snapshot
-                || (store.snapshots.exists(&l.chain_id)
-                    && store.meta.snapshot(&l.chain_id).ok().flatten().is_some());
-            let have_blob = !l.want_blob || store.content.contains(&l.digest);
-            if have_snap && have_blob {
-                present += 1;
-                continue;
-            }
-            let mut job = l.clone();
-            job.want_snapshot = !have_snap;
-            job.want_blob = !have_blob;
-            jobs.push(job);
-        }
-    }
-    let fetched = run_jobs(store, &client, repo, &image, jobs, opts, progress)?;
-
-    // 5. Commit: snapshots bottom-up (hard links into lower layers are
-    //    resolved once the lower layer is in place), then blobs, then rows.
-    let apply_opts = ApplyOptions::default();
-    let mut by_key: HashMap<(Digest, Digest), FetchedLayer> = fetched
-        .into_iter()
-        .map(|f| ((f.job.chain_id.clone(), f.job.digest.clone()), f))
-        .collect();
-    let store_err = |e: &dyn std::fmt::Display| PullError::Store {
-        image: image.clone(),
-        detail: e.to_string(),
+    // 4. Layers: skip what is present, fetch the rest in parallel (bounded),
+    //    then commit everything in one go.
+    let open_remote = |job: &LayerJob| -> Result<Box<dyn std::io::Read>, PullError> {
+        let r = client.fetch_blob(repo, &job.digest).map_err(|source| PullError::Remote {
+            image: image.clone(),
+            source,
+        })?;
+        Ok(Box::new(r))
     };
-    let mut committed: Vec<FetchedLayer> = Vec::new();
-    for t in &targets {
-        for (i, l) in t.layers.iter().enumerate() {
-            let Some(mut f) = by_key.remove(&(l.chain_id.clone(), l.digest.clone())) else {
-                continue;
-            };
-            if let Some(tmp) = f.snapshot.take() {
-                if !f.deferred_links.is_empty() {
-                    let lowers: Vec<std::path::PathBuf> = t.layers[..i]
-                        .iter()
-                        .rev()
-                        .map(|x| store.snapshots.path(&x.chain_id))
-                        .collect();
-                    let lower_refs: Vec<&std::path::Path> =
-                        lowers.iter().map(|p| p.as_path()).collect();
-                    stowage_layer::resolve_deferred_links(
-                        &tmp.fs(),
-                        &lower_refs,
-                        &f.deferred_links,
-                        &apply_opts,
-                    )
-                    .map_err(|e| PullError::Layer {
-                        image: image.clone(),
-                        digest: l.digest.clone(),
-                        detail: e.to_string(),
-                    })?;
-                }
-                store
-                    .snapshots
-                    .commit(tmp, &l.chain_id)
-                    .map_err(|e| store_err(&e))?;
-            }
-            committed.push(f);
-        }
-    }
-    for t in &targets {
-        store
-            .content
-            .put(&t.config_digest, &t.config_bytes)
-            .map_err(|e| store_err(&e))?;
-        store
-            .content
-            .put(&t.digest, &t.bytes)
-            .map_err(|e| store_err(&e))?;
-    }
-    store
-        .content
-        .put(&top_digest, &top.bytes)
-        .map_err(|e| store_err(&e))?;
-    for f in committed.iter_mut() {
-        if let Some(b) = f.blob.take() {
-            b.publish().map_err(|e| store_err(&e))?;
-        }
-    }
     let name = image_name(reference);
     let record = ImageRecord {
         name: name.clone(),
@@ -411,74 +343,31 @@ pub fn pull(
         size: top.bytes.len() as u64,
         origin_registry: Some(reference.registry.clone()),
         origin_repository: Some(reference.repository.clone()),
+        origin_plain_http: opts.client.plain_http,
         policy: opts.policy.as_str().to_string(),
         created: 0,
         updated: 0,
     };
-    let bytes_fetched = committed.iter().map(|f| f.bytes_fetched).sum();
-    store
-        .meta
-        .write(|tx| {
-            put_blob(tx, &top_digest, top.bytes.len() as u64, &top_media)?;
-            for t in &targets {
-                put_blob(tx, &t.digest, t.bytes.len() as u64, &t.media_type)?;
-                put_blob(
-                    tx,
-                    &t.config_digest,
-                    t.config_bytes.len() as u64,
-                    "application/vnd.oci.image.config.v1+json",
-                )?;
-                for l in &t.layers {
-                    put_layer(
-                        tx,
-                        &LayerRecord {
-                            digest: l.digest.clone(),
-                            diff_id: l.diff_id.clone(),
-                            media_type: l.media_type.clone(),
-                            size: l.size,
-                        },
-                    )?;
-                }
-            }
-            for f in &committed {
-                let j = &f.job;
-                if let Some(r) = &f.report {
-                    put_snapshot(
-                        tx,
-                        &SnapshotRecord {
-                            id: j.chain_id.clone(),
-                            parent: j.parent.clone(),
-                            diff_id: j.diff_id.clone(),
-                            size: r.bytes,
-                            inodes: r.entries,
-                            created: 0,
-                        },
-                    )?;
-                    put_form(tx, &j.digest, "snapshot", &j.chain_id.to_string(), r.bytes)?;
-                }
-                if j.want_blob {
-                    put_blob(tx, &j.digest, j.size, &j.media_type)?;
-                    put_form(tx, &j.digest, "blob", &j.digest.to_string(), j.size)?;
-                } else if opts.policy == Policy::Discard && !store.content.contains(&j.digest) {
-                    drop_form(
-                        tx,
-                        &j.digest,
-                        "blob",
-                        "dropped after unpacking by policy discard (discard_unpacked_layers)",
-                    )?;
-                }
-            }
-            put_image(tx, &record)
-        })
-        .map_err(|e| store_err(&e))?;
+    let top_blob = (top_digest.clone(), top_media.clone(), top.bytes.clone());
+    let done = commit::bring_in(
+        store,
+        &image,
+        &targets,
+        &top_blob,
+        std::slice::from_ref(&record),
+        opts,
+        &open_remote,
+        progress,
+        cancel,
+    )?;
     Ok(PullReport {
         name,
         digest: top_digest,
         media_type: top_media,
         manifests: targets.iter().map(|t| t.digest.clone()).collect(),
-        layers_fetched: committed.len(),
-        layers_present: present,
-        bytes_fetched,
+        layers_fetched: done.fetched,
+        layers_present: done.present,
+        bytes_fetched: done.bytes_fetched,
     })
 }
 
@@ -517,19 +406,19 @@ fn declared_media_type(bytes: &[u8], header: Option<&str>, is_index: bool) -> St
 
 /// Run layer jobs on `opts.max_concurrent` threads; the first failure stops
 /// the rest and is returned, and everything fetched so far is dropped.
-fn run_jobs(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_jobs(
     store: &Store,
-    client: &RegistryClient,
-    repo: &str,
+    open: &OpenBlob<'_>,
     image: &str,
     jobs: Vec<LayerJob>,
     opts: &PullOptions,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<Vec<FetchedLayer>, PullError> {
     let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<_>>());
     let results: Mutex<Vec<FetchedLayer>> = Mutex::new(Vec::new());
     let first_error: Mutex<Option<PullError>> = Mutex::new(None);
-    let cancel = AtomicBool::new(false);
     let workers = opts.max_concurrent.max(1);
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -540,7 +429,7 @@ fn run_jobs(
                 let Some(job) = queue.lock().unwrap().pop_front() else {
                     return;
                 };
-                match fetch_layer(store, client, repo, image, job, progress, &cancel) {
+                match fetch_layer(store, open, image, job, progress, cancel) {
                     Ok(f) => results.lock().unwrap().push(f),
                     Err(e) => {
                         cancel.store(true, Ordering::Relaxed);

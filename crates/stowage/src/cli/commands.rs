@@ -65,6 +65,11 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                     plain_http,
                     credentials,
                     user_agent: None,
+                    hosts_dir: config
+                        .registry_config_path
+                        .clone()
+                        .or_else(stowage_remote::hosts::default_dir),
+                    docker_config: stowage_remote::dockercfg::default_path(),
                 },
             };
             let store = open(root)?;
@@ -277,6 +282,37 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 human_size(report.bytes)
             );
             Ok(())
+        }
+        Command::Serve {
+            cri_socket,
+            plain_http_registry,
+        } => super::serve::run(root, config, cri_socket, plain_http_registry),
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+        } => super::login::login(&registry, username, password_stdin, config),
+        Command::Logout { registry } => super::login::logout(&registry),
+        Command::Export { output, references, platform: p, all_platforms, no_fetch, recompress, skip_manifest_json, format } => {
+            let opts = stowage::export::ExportOptions {
+                platform: platform(&p)?,
+                all_platforms,
+                no_fetch,
+                recompress,
+                skip_manifest_json,
+            };
+            super::archive::export(&open(root)?, &output, &references, &opts, format)
+        }
+        Command::Import { file, name, policy, format } => {
+            let policy = match policy {
+                Some(p) => p.parse::<Policy>()?,
+                None => config.policy,
+            };
+            super::archive::import(&open(root)?, &file, name.as_deref(), policy, format)
+        }
+        Command::Check { references, platform: p, all_platforms, no_fetch, format } => {
+            let opts = stowage::export::ExportOptions { platform: platform(&p)?, all_platforms, no_fetch, ..Default::default() };
+            super::archive::check(&open(root)?, &references, &opts, format)
         }
         Command::Mount {
             reference,

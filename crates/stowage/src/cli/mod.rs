@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch. Every command is a thin adapter over
 //! the `stowage` library.
 
+mod archive;
 mod commands;
+mod login;
 mod output;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -99,12 +102,80 @@ pub enum Command {
         #[arg(long)]
         platform: Option<String>,
     },
+    /// Write images to one archive (OCI layout + docker manifest.json) with their original digests.
+    #[command(alias = "save")]
+    Export {
+        /// Output file, or - for stdout.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[arg(required = true)]
+        references: Vec<String>,
+        #[arg(long, conflicts_with = "all_platforms")]
+        platform: Option<String>,
+        #[arg(long)]
+        all_platforms: bool,
+        /// Never re-fetch dropped blobs from the origin registry (air-gapped).
+        #[arg(long)]
+        no_fetch: bool,
+        /// Rebuild dropped blobs from snapshots as new gzip blobs (changes digests; reported).
+        #[arg(long)]
+        recompress: bool,
+        /// Write only the OCI layout, no docker manifest.json.
+        #[arg(long)]
+        skip_manifest_json: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Import images from an OCI layout tar or a docker-archive tar (- for stdin).
+    #[command(alias = "load")]
+    Import {
+        file: PathBuf,
+        /// Name for the imported image (overrides the archive's names).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Can an image be exported or pushed with its exact digests? Per blob, without doing it.
+    Check {
+        references: Vec<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        all_platforms: bool,
+        #[arg(long)]
+        no_fetch: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Mount an image's layers read-only on DIR (overlayfs); `umount DIR` releases it.
     Mount {
         reference: String,
         dir: PathBuf,
         #[arg(long)]
         platform: Option<String>,
+    },
+    /// Log in to a registry: check the credentials, store them in docker's config.json.
+    Login {
+        registry: String,
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a registry's credentials from docker's config.json.
+    Logout { registry: String },
+    /// Serve the Kubernetes CRI ImageService (crictl, kubelet) on a unix socket.
+    Serve {
+        /// Socket path (default: cri.socket from the config, /run/stowage/stowage.sock).
+        #[arg(long)]
+        cri_socket: Option<PathBuf>,
+        /// Registry (HOST or HOST:PORT) to pull from in plain HTTP; loopback registries always are. Repeatable.
+        #[arg(long = "plain-http-registry", value_name = "HOST[:PORT]")]
+        plain_http_registry: Vec<String>,
     },
 }
 

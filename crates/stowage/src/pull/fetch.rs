@@ -7,10 +7,10 @@ use crate::progress::Progress;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use stowage_layer::{
-    apply_layer, decompress, ApplyOptions, ApplyReport, DeferredLink, HashingReader,
+    apply_layer, decompress, ApplyOptions, ApplyReport, DeferredLink, HashingReader, Recipe,
+    TarSplitRecorder,
 };
 use stowage_oci::{Compression, Digest, Hasher};
-use stowage_remote::RegistryClient;
 use stowage_store::snapshots::TempSnapshot;
 use stowage_store::{IngestWriter, Store, VerifiedBlob};
 
@@ -32,6 +32,7 @@ pub(crate) struct FetchedLayer {
     pub report: Option<ApplyReport>,
     pub deferred_links: Vec<DeferredLink>,
     pub blob: Option<VerifiedBlob>,
+    pub recipe: Option<Recipe>,
     pub bytes_fetched: u64,
 }
 
@@ -94,10 +95,13 @@ impl<R> Source<'_, R> {
     }
 }
 
+/// Opens the compressed stream of a layer: the registry for a pull, the
+/// content store for an import.
+pub(crate) type OpenBlob<'a> = dyn Fn(&LayerJob) -> Result<Box<dyn Read + 'a>, PullError> + Sync + 'a;
+
 pub(crate) fn fetch_layer(
     store: &Store,
-    client: &RegistryClient,
-    repo: &str,
+    open: &OpenBlob<'_>,
     image: &str,
     job: LayerJob,
     progress: &dyn Progress,
@@ -117,12 +121,7 @@ pub(crate) fn fetch_layer(
     }
     let id = job.digest.short().to_string();
     progress.start(&id, &format!("layer {}", job.digest.short()), job.size);
-    let resp = client
-        .fetch_blob(repo, &job.digest)
-        .map_err(|source| PullError::Remote {
-            image: image.to_string(),
-            source,
-        })?;
+    let resp = open(&job)?;
     let ingest = if job.want_blob {
         Some(
             store
@@ -147,26 +146,32 @@ pub(crate) fn fetch_layer(
     let mut snapshot = None;
     let mut report = None;
     let mut apply_result: Result<Option<Digest>, String> = Ok(None);
+    let mut tar_split = None;
     if job.want_snapshot {
         let tmp = store
             .snapshots
             .prepare()
             .map_err(|e| layer_err(e.to_string()))?;
         let opts = ApplyOptions::default();
-        let result = (|| -> Result<(Digest, ApplyReport), String> {
+        let result = (|| -> Result<(Digest, ApplyReport, Vec<u8>, u64), String> {
             let dec = decompress(compression.expect("checked"), &mut src)
                 .map_err(|e| format!("decompress: {e}"))?;
             let mut tar = HashingReader::new(dec);
-            let r = apply_layer(&mut tar, &tmp.fs(), &opts).map_err(|e| e.to_string())?;
-            io::copy(&mut tar, &mut io::sink()).map_err(|e| format!("decompress: {e}"))?;
+            // The tar-split is recorded in the same pass: it rebuilds the
+            // exact tar (and so the diffID) from the snapshot later.
+            let mut rec = TarSplitRecorder::new(&mut tar).map_err(|e| format!("tar-split: {e}"))?;
+            let r = apply_layer(&mut rec, &tmp.fs(), &opts).map_err(|e| e.to_string())?;
+            io::copy(&mut rec, &mut io::sink()).map_err(|e| format!("decompress: {e}"))?;
+            let (split, tar_size) = rec.finish().map_err(|e| format!("tar-split: {e}"))?;
             let (_, h) = tar.into_inner();
-            Ok((h.finish(), r))
+            Ok((h.finish(), r, split, tar_size))
         })();
         match result {
-            Ok((diff, r)) => {
+            Ok((diff, r, split, tar_size)) => {
                 apply_result = Ok(Some(diff));
                 report = Some(r);
                 snapshot = Some(tmp);
+                tar_split = Some((split, tar_size));
             }
             Err(e) => apply_result = Err(e),
         }
@@ -227,12 +232,21 @@ pub(crate) fn fetch_layer(
         .as_ref()
         .map(|r: &ApplyReport| r.deferred_links.clone())
         .unwrap_or_default();
+    let recipe = tar_split.map(|(split, tar_size)| Recipe {
+        layer: job.digest.clone(),
+        diff_id: job.diff_id.clone(),
+        compression: compression.unwrap_or(Compression::None),
+        tar_size,
+        tar_split: split,
+        codec: None,
+    });
     Ok(FetchedLayer {
         job,
         snapshot,
         report,
         deferred_links,
         blob,
+        recipe,
         bytes_fetched: len,
     })
 }

@@ -1,0 +1,329 @@
+//! Analysis: gzip bytes → plaintext + recipe.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+
+use crate::bits::BitReader;
+use crate::diff::DiffEncoder;
+use crate::error::{RecipeError, Result};
+use crate::gzip;
+use crate::hdrpred::{self, Freqs};
+use crate::huffman::CL_ORDER;
+use crate::inflate::{Inflater, Sink};
+use crate::model::{Model, ModelSpec};
+use crate::recipe::{self, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION};
+use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
+use crate::varint;
+
+/// Plaintext after which the best candidate model is chosen.
+const SELECT_AFTER: u64 = 2 << 20;
+
+/// One candidate model with its own corrections.
+struct Candidate {
+    spec: ModelSpec,
+    model: Box<dyn Model>,
+    diff: DiffEncoder,
+    /// Plaintext not yet given to the model.
+    buf: Vec<u8>,
+    /// Actual tokens waiting for predictions.
+    pending: VecDeque<Token>,
+    scratch: Vec<Token>,
+}
+
+impl Candidate {
+    fn new(spec: ModelSpec) -> Self {
+        Candidate {
+            spec,
+            model: spec.build(),
+            diff: DiffEncoder::default(),
+            buf: Vec::new(),
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, tokens: &[Token], plain: &[u8]) {
+        self.pending.extend(tokens.iter().copied());
+        self.buf.extend_from_slice(plain);
+        let mut off = 0;
+        loop {
+            let want = self.model.next_chunk();
+            if self.buf.len() - off < want {
+                break;
+            }
+            self.predict(off, want);
+            off += want;
+            self.drain();
+        }
+        self.buf.drain(..off);
+        self.drain();
+    }
+
+    fn predict(&mut self, off: usize, n: usize) {
+        self.scratch.clear();
+        self.model.predict(&self.buf[off..off + n], &mut self.scratch);
+        self.diff.predicted(&self.scratch);
+    }
+
+    fn drain(&mut self) {
+        while let Some(&a) = self.pending.front() {
+            if !self.diff.actual(a) {
+                break;
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// End of a deflate stream: predict the tail and start a fresh model.
+    fn finish_stream(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            let n = self.buf.len();
+            self.predict(0, n);
+            self.buf.clear();
+        }
+        self.drain();
+        if !self.pending.is_empty() {
+            return Err(RecipeError::mismatch("tokens left after the stream's plaintext"));
+        }
+        self.diff.finish_stream()?;
+        self.model = self.spec.build();
+        Ok(())
+    }
+
+    fn cost(&self) -> usize {
+        self.diff.out.len()
+    }
+}
+
+struct Analyzer<W: Write> {
+    out: W,
+    crc: flate2::Crc,
+    meta: Vec<u8>,
+    cands: Vec<Candidate>,
+    total: u64,
+    head: Option<BlockHead>,
+    freqs: Freqs,
+    /// Plaintext offset in the current member.
+    pos: u64,
+    /// Tokens so far in the current block.
+    ntok: u64,
+    /// Frequencies of block prefixes ending at encoder chunk boundaries
+    /// (an encoder that keeps a block open across chunks, like klauspost,
+    /// built the header from the first chunk only).
+    snaps: Vec<(u64, Freqs)>,
+    /// Next chunk boundaries to snapshot at, per boundary scheme.
+    bounds: [u64; 2],
+}
+
+/// klauspost writes 65535-byte chunks; pgzip restarts them every MiB.
+const CHUNK: u64 = 65535;
+const PGZIP_SEGMENT: u64 = 1 << 20;
+
+fn next_bounds(pos: u64) -> [u64; 2] {
+    let plain = (pos / CHUNK + 1) * CHUNK;
+    let seg = pos / PGZIP_SEGMENT * PGZIP_SEGMENT;
+    let pg = (seg + ((pos - seg) / CHUNK + 1) * CHUNK).min(seg + PGZIP_SEGMENT);
+    [plain, pg]
+}
+
+impl<W: Write> Analyzer<W> {
+    fn select(&mut self) {
+        if self.cands.len() > 1 {
+            let best = (0..self.cands.len())
+                .min_by_key(|&i| self.cands[i].cost())
+                .unwrap_or(0);
+            let keep = self.cands.swap_remove(best);
+            self.cands.clear();
+            self.cands.push(keep);
+        }
+    }
+}
+
+impl<W: Write> Sink for Analyzer<W> {
+    fn block_start(&mut self, head: &BlockHead) -> Result<()> {
+        self.head = Some(head.clone());
+        self.freqs.clear();
+        self.ntok = 0;
+        self.snaps.clear();
+        self.bounds = next_bounds(self.pos);
+        Ok(())
+    }
+
+    fn data(&mut self, tokens: &[Token], plain: &[u8]) -> Result<()> {
+        self.out.write_all(plain)?;
+        self.crc.update(plain);
+        self.total += plain.len() as u64;
+        if matches!(self.head.as_ref().map(|h| &h.kind), Some(BlockKind::Dynamic(_))) {
+            for &t in tokens {
+                if self.pos >= self.bounds[0].min(self.bounds[1]) {
+                    for b in self.bounds.iter_mut() {
+                        if self.pos >= *b {
+                            if self.ntok > 0 && !self.snaps.iter().any(|s| s.0 == self.ntok) {
+                                self.snaps.push((self.ntok, self.freqs.clone()));
+                            }
+                            *b = u64::MAX;
+                        }
+                    }
+                }
+                self.freqs.add(std::slice::from_ref(&t));
+                self.ntok += 1;
+                self.pos += t.span() as u64;
+            }
+        } else {
+            self.pos += plain.len() as u64;
+        }
+        for c in &mut self.cands {
+            c.feed(tokens, plain);
+        }
+        if self.total >= SELECT_AFTER {
+            self.select();
+        }
+        Ok(())
+    }
+
+    fn block_end(&mut self, ntokens: u64) -> Result<()> {
+        let head = self.head.take().expect("block started");
+        let mut flags = (head.last as u8) * BF_LAST;
+        match &head.kind {
+            BlockKind::Stored { len, pad } => {
+                self.meta.push(flags);
+                varint::put(&mut self.meta, *len as u64);
+                self.meta.push(*pad);
+            }
+            BlockKind::Fixed => {
+                flags |= 1 << BF_TYPE_SHIFT;
+                self.meta.push(flags);
+                varint::put(&mut self.meta, ntokens);
+            }
+            BlockKind::Dynamic(h) => {
+                flags |= 2 << BF_TYPE_SHIFT;
+                let found = hdrpred::find(&self.freqs, h).map(|id| (id, 0)).or_else(|| {
+                    self.snaps
+                        .iter()
+                        .find_map(|(k, f)| hdrpred::find(f, h).map(|id| (id, *k)))
+                });
+                match found {
+                    Some((id, k)) => {
+                        self.meta.push(flags);
+                        varint::put(&mut self.meta, ntokens);
+                        self.meta.push(id);
+                        varint::put(&mut self.meta, k);
+                    }
+                    None => {
+                        self.meta.push(flags | BF_EXPLICIT);
+                        varint::put(&mut self.meta, ntokens);
+                        write_header(&mut self.meta, h);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Explicit dynamic header record.
+pub(crate) fn write_header(out: &mut Vec<u8>, h: &DynHeader) {
+    out.push((h.hlit - 257) as u8);
+    out.push(h.hdist - 1);
+    out.push(h.hclen - 4);
+    for &s in CL_ORDER.iter().take(h.hclen as usize) {
+        out.push(h.cl_lens[s]);
+    }
+    varint::put(out, h.rle.len() as u64);
+    for &(sym, extra) in &h.rle {
+        out.push(sym);
+        if sym >= 16 {
+            out.push(extra);
+        }
+    }
+}
+
+/// Analyse with an explicit candidate list (the first is used if only one).
+pub fn analyze_with<R: Read, W: Write>(
+    gz: R,
+    plain_out: W,
+    candidates: &[ModelSpec],
+) -> Result<Recipe> {
+    let mut br = BitReader::new(gz);
+    let mut a = Analyzer {
+        out: plain_out,
+        crc: flate2::Crc::new(),
+        meta: Vec::new(),
+        cands: candidates.iter().map(|&s| Candidate::new(s)).collect(),
+        total: 0,
+        head: None,
+        freqs: Freqs::default(),
+        pos: 0,
+        ntok: 0,
+        snaps: Vec::new(),
+        bounds: [0; 2],
+    };
+    let mut members = Vec::new();
+    let mut first = true;
+    loop {
+        // Either another member, or trailing bytes kept verbatim.
+        let mut tail = Vec::new();
+        let at = br.offset();
+        let m0 = br.byte()?;
+        let m1 = if m0 == Some(0x1f) { br.byte()? } else { None };
+        if m0 == Some(0x1f) && m1 == Some(0x8b) {
+            let hdr = gzip::read_header(&mut br)?;
+            a.meta.push(recipe::TAG_MEMBER);
+            varint::put(&mut a.meta, hdr.len() as u64);
+            a.meta.extend_from_slice(&hdr);
+            a.crc.reset();
+            a.pos = 0;
+            let before = a.total;
+            Inflater::new().run(&mut br, &mut a)?;
+            for c in &mut a.cands {
+                c.finish_stream()?;
+            }
+            members.push(a.total - before);
+            a.meta.push(br.align() as u8);
+            let mut trailer = [0u8; 8];
+            if !br.bytes_exact(&mut trailer)? {
+                return Err(RecipeError::InvalidGzip {
+                    offset: br.offset(),
+                    reason: "truncated member trailer".into(),
+                });
+            }
+            let mut want = [0u8; 8];
+            want[..4].copy_from_slice(&a.crc.sum().to_le_bytes());
+            want[4..].copy_from_slice(&(a.crc.amount()).to_le_bytes());
+            if trailer == want {
+                a.meta.push(0);
+            } else {
+                a.meta.push(1);
+                a.meta.extend_from_slice(&trailer);
+            }
+            first = false;
+            continue;
+        }
+        if first {
+            return Err(RecipeError::InvalidGzip {
+                offset: at,
+                reason: "missing gzip magic".into(),
+            });
+        }
+        tail.extend(m0);
+        tail.extend(m1);
+        while br.bytes_some(&mut tail, 1 << 20)? > 0 {}
+        if !tail.is_empty() {
+            a.meta.push(recipe::TAG_GARBAGE);
+            varint::put(&mut a.meta, tail.len() as u64);
+            a.meta.extend_from_slice(&tail);
+        }
+        a.meta.push(recipe::TAG_END);
+        break;
+    }
+    a.select();
+    a.out.flush()?;
+    let cand = a.cands.pop().expect("one candidate");
+    Ok(Recipe {
+        version: FORMAT_VERSION,
+        model: cand.spec,
+        members,
+        meta: recipe::pack(&a.meta)?,
+        toks: recipe::pack(&cand.diff.out)?,
+    })
+}

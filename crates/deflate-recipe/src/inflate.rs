@@ -1,0 +1,303 @@
+//! Deflate parser: decodes blocks into their exact description plus tokens,
+//! producing plaintext with a bounded window.
+
+use std::io::Read;
+
+use crate::bits::BitReader;
+use crate::error::{RecipeError, Result};
+use crate::huffman::{
+    check_lengths, fixed_dist_lengths, fixed_lit_lengths, CodeProblem, Decoder, CL_ORDER,
+    DIST_BASE, DIST_EXTRA, LEN_BASE, LEN_EXTRA,
+};
+use crate::tokens::{BlockHead, BlockKind, DynHeader, Token, IRREGULAR_258};
+
+/// Receives the parsed stream in order.
+pub trait Sink {
+    /// A block starts.
+    fn block_start(&mut self, head: &BlockHead) -> Result<()>;
+    /// Tokens of the current block and exactly the plaintext they cover.
+    fn data(&mut self, tokens: &[Token], plain: &[u8]) -> Result<()>;
+    /// The current block ended after `ntokens` tokens.
+    fn block_end(&mut self, ntokens: u64) -> Result<()>;
+}
+
+const WINDOW: usize = 32 * 1024;
+const FLUSH_PLAIN: usize = 64 * 1024;
+const FLUSH_TOKENS: usize = 16 * 1024;
+
+/// Parser state for one deflate stream.
+pub struct Inflater {
+    win: Vec<u8>,
+    /// Start in `win` of plaintext not yet handed to the sink.
+    pending: usize,
+    tokens: Vec<Token>,
+    /// Total plaintext bytes produced (for diagnostics).
+    pub total_out: u64,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn problem(p: CodeProblem) -> &'static str {
+    match p {
+        CodeProblem::OverSubscribed => "over-subscribed",
+        CodeProblem::Incomplete => "incomplete",
+    }
+}
+
+impl Inflater {
+    /// Fresh state (empty window).
+    pub fn new() -> Self {
+        Inflater {
+            win: Vec::with_capacity(4 * FLUSH_PLAIN),
+            pending: 0,
+            tokens: Vec::with_capacity(FLUSH_TOKENS + 1),
+            total_out: 0,
+        }
+    }
+
+    fn flush<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+        sink.data(&self.tokens, &self.win[self.pending..])?;
+        self.tokens.clear();
+        self.total_out += (self.win.len() - self.pending) as u64;
+        if self.win.len() > 3 * FLUSH_PLAIN {
+            let cut = self.win.len() - WINDOW;
+            self.win.drain(..cut);
+        }
+        self.pending = self.win.len();
+        Ok(())
+    }
+
+    /// Parse the whole stream up to and including the final block.
+    pub fn run<R: Read, S: Sink>(&mut self, br: &mut BitReader<R>, sink: &mut S) -> Result<()> {
+        loop {
+            let start = br.offset();
+            let last = br.bits(1)? == 1;
+            let btype = br.bits(2)?;
+            match btype {
+                0 => self.stored(br, sink, last)?,
+                1 => {
+                    sink.block_start(&BlockHead {
+                        last,
+                        kind: BlockKind::Fixed,
+                    })?;
+                    let lit = Decoder::new(&fixed_lit_lengths());
+                    let dist = Decoder::new(&fixed_dist_lengths());
+                    self.huffman(br, sink, &lit, &dist)?;
+                }
+                2 => {
+                    let (hdr, lit_lens, dist_lens) = read_dyn_header(br)?;
+                    sink.block_start(&BlockHead {
+                        last,
+                        kind: BlockKind::Dynamic(Box::new(hdr)),
+                    })?;
+                    let lit = Decoder::new(&lit_lens);
+                    let dist = Decoder::new(&dist_lens);
+                    self.huffman(br, sink, &lit, &dist)?;
+                }
+                _ => return Err(RecipeError::deflate(start, "invalid block type 3")),
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    fn stored<R: Read, S: Sink>(
+        &mut self,
+        br: &mut BitReader<R>,
+        sink: &mut S,
+        last: bool,
+    ) -> Result<()> {
+        let pad = br.align() as u8;
+        let at = br.offset();
+        let len = br.bits(16)? as u16;
+        let nlen = br.bits(16)? as u16;
+        if len != !nlen {
+            return Err(RecipeError::deflate(
+                at,
+                format!("stored block length {len} does not match its complement {nlen}"),
+            ));
+        }
+        sink.block_start(&BlockHead {
+            last,
+            kind: BlockKind::Stored { len, pad },
+        })?;
+        let mut left = len as usize;
+        while left > 0 {
+            let n = br.bytes_some(&mut self.win, left)?;
+            if n == 0 {
+                return Err(br.truncated());
+            }
+            left -= n;
+        }
+        let start = self.win.len() - len as usize;
+        self.tokens
+            .extend(self.win[start..].iter().map(|&b| Token::lit(b)));
+        self.flush(sink)?;
+        sink.block_end(len as u64)
+    }
+
+    fn huffman<R: Read, S: Sink>(
+        &mut self,
+        br: &mut BitReader<R>,
+        sink: &mut S,
+        lit: &Decoder,
+        dist: &Decoder,
+    ) -> Result<()> {
+        let mut ntok: u64 = 0;
+        loop {
+            let at = br.offset();
+            let sym = decode(br, lit, "literal/length")?;
+            if sym < 256 {
+                self.win.push(sym as u8);
+                self.tokens.push(Token::lit(sym as u8));
+            } else if sym == 256 {
+                break;
+            } else {
+                let code = sym as usize - 257;
+                if code >= 29 {
+                    return Err(RecipeError::deflate(
+                        at,
+                        format!("invalid literal/length symbol {sym}"),
+                    ));
+                }
+                let extra = br.bits(LEN_EXTRA[code] as u32)?;
+                let mut len = LEN_BASE[code] + extra as u16;
+                let mut tok_len = len;
+                if code == 27 && extra == 31 {
+                    // 258 written with code 284: decodes fine, must be kept as such.
+                    len = 258;
+                    tok_len = IRREGULAR_258;
+                }
+                let dsym = decode(br, dist, "distance")? as usize;
+                if dsym >= 30 {
+                    return Err(RecipeError::deflate(
+                        at,
+                        format!("invalid distance symbol {dsym}"),
+                    ));
+                }
+                let d = DIST_BASE[dsym] as usize + br.bits(DIST_EXTRA[dsym] as u32)? as usize;
+                let have = (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
+                if d > have {
+                    return Err(RecipeError::deflate(
+                        at,
+                        format!("distance {d} too far back ({have} bytes of history)"),
+                    ));
+                }
+                let from = self.win.len() - d;
+                if d >= len as usize {
+                    self.win.extend_from_within(from..from + len as usize);
+                } else {
+                    for i in 0..len as usize {
+                        let b = self.win[from + i];
+                        self.win.push(b);
+                    }
+                }
+                self.tokens.push(Token::matched(tok_len, d as u16));
+            }
+            ntok += 1;
+            if self.tokens.len() >= FLUSH_TOKENS || self.win.len() - self.pending >= FLUSH_PLAIN {
+                self.flush(sink)?;
+            }
+        }
+        self.flush(sink)?;
+        sink.block_end(ntok)
+    }
+}
+
+#[inline]
+fn decode<R: Read>(br: &mut BitReader<R>, dec: &Decoder, what: &str) -> Result<u16> {
+    br.ensure(15)?;
+    let (sym, len) = dec.lookup(br.peek());
+    if len == 0 {
+        if br.available() == 0 {
+            return Err(br.truncated());
+        }
+        return Err(RecipeError::deflate(
+            br.offset(),
+            format!("invalid {what} code"),
+        ));
+    }
+    if len > br.available() {
+        return Err(br.truncated());
+    }
+    br.consume(len);
+    Ok(sym)
+}
+
+/// Read a dynamic block header; returns it with the expanded lengths.
+fn read_dyn_header<R: Read>(br: &mut BitReader<R>) -> Result<(DynHeader, Vec<u8>, Vec<u8>)> {
+    let at = br.offset();
+    let hlit = br.bits(5)? as u16 + 257;
+    let hdist = br.bits(5)? as u8 + 1;
+    let hclen = br.bits(4)? as u8 + 4;
+    let mut cl_lens = [0u8; 19];
+    for &sym in CL_ORDER.iter().take(hclen as usize) {
+        cl_lens[sym] = br.bits(3)? as u8;
+    }
+    if let Err(p) = check_lengths(&cl_lens, false) {
+        return Err(RecipeError::deflate(
+            at,
+            format!("{} code-length code", problem(p)),
+        ));
+    }
+    let cl = Decoder::new(&cl_lens);
+    let n = hlit as usize + hdist as usize;
+    let mut all: Vec<u8> = Vec::with_capacity(n);
+    let mut rle = Vec::new();
+    while all.len() < n {
+        let here = br.offset();
+        let sym = decode(br, &cl, "code-length")? as u8;
+        let (extra, count, val) = match sym {
+            0..=15 => (0, 1, sym),
+            16 => {
+                let Some(&prev) = all.last() else {
+                    return Err(RecipeError::deflate(here, "length repeat with no previous length"));
+                };
+                let e = br.bits(2)?;
+                (e, 3 + e, prev)
+            }
+            17 => {
+                let e = br.bits(3)?;
+                (e, 3 + e, 0)
+            }
+            _ => {
+                let e = br.bits(7)?;
+                (e, 11 + e, 0)
+            }
+        };
+        if all.len() + count as usize > n {
+            return Err(RecipeError::deflate(here, "code-length repeat runs past the end"));
+        }
+        all.extend(std::iter::repeat_n(val, count as usize));
+        rle.push((sym, extra as u8));
+    }
+    let dist = all.split_off(hlit as usize);
+    if all[256] == 0 {
+        return Err(RecipeError::deflate(at, "missing end-of-block code"));
+    }
+    if let Err(p) = check_lengths(&all, true) {
+        return Err(RecipeError::deflate(
+            at,
+            format!("{} literal/length code", problem(p)),
+        ));
+    }
+    if let Err(p) = check_lengths(&dist, true) {
+        return Err(RecipeError::deflate(at, format!("{} distance code", problem(p))));
+    }
+    Ok((
+        DynHeader {
+            hlit,
+            hdist,
+            hclen,
+            cl_lens,
+            rle,
+        },
+        all,
+        dist,
+    ))
+}

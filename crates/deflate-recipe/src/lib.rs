@@ -1,0 +1,67 @@
+//! Bit-exact gzip reconstruction for stowage.
+//!
+//! [`analyze_gzip`] splits a gzip blob into its plaintext and a small
+//! [`Recipe`]; [`rebuild_gzip`] turns the plaintext and the recipe back into
+//! the identical gzip bytes. The recipe stores the gzip framing verbatim, the
+//! deflate block structure (Huffman headers only where no builder predicts
+//! them), and the token stream as corrections against an encoder model
+//! (klauspost/pgzip, …) that re-runs the original encoder's match search.
+//! Any valid deflate stream round-trips; a model only makes the recipe small.
+//!
+//! Memory is bounded: plaintext and compressed data are streamed, with a
+//! 32 KiB window plus per-block buffers.
+
+mod analyze;
+mod bits;
+mod diff;
+mod error;
+mod gzip;
+mod hdrpred;
+mod huffman;
+mod inflate;
+pub mod model;
+mod rebuild;
+mod recipe;
+mod tokens;
+mod varint;
+mod writer;
+
+use std::io::{Read, Write};
+
+pub use error::RecipeError;
+pub use model::ModelSpec;
+pub use recipe::{Recipe, FORMAT_VERSION};
+
+/// Streaming analysis: reads the gzip stream, writes plaintext to
+/// `plain_out`, returns the recipe. Tries the known encoder models on the
+/// first megabytes and keeps the one with the fewest corrections.
+pub fn analyze_gzip<R: Read, W: Write>(gz: R, plain_out: W) -> Result<Recipe, RecipeError> {
+    analyze::analyze_with(gz, plain_out, &ModelSpec::candidates())
+}
+
+/// Analysis with a fixed list of candidate models (tests, diagnostics).
+pub fn analyze_gzip_with<R: Read, W: Write>(
+    gz: R,
+    plain_out: W,
+    candidates: &[ModelSpec],
+) -> Result<Recipe, RecipeError> {
+    if candidates.is_empty() {
+        return Err(RecipeError::InvalidRecipe("no candidate model given".into()));
+    }
+    analyze::analyze_with(gz, plain_out, candidates)
+}
+
+/// Rebuild: reads plaintext, writes the exact gzip stream.
+pub fn rebuild_gzip<R: Read, W: Write>(
+    plain: R,
+    recipe: &Recipe,
+    gz_out: W,
+) -> Result<(), RecipeError> {
+    rebuild::rebuild(plain, recipe, gz_out)
+}
+
+/// Short description of how the recipe predicts the stream, e.g. `tokens`
+/// or `model:pgzip`.
+pub fn recipe_kind(recipe: &Recipe) -> &str {
+    recipe.model().name()
+}

@@ -1,0 +1,386 @@
+//! Model of klauspost/compress flate's fast encoder (level 5, the library
+//! default) and of klauspost/pgzip around it.
+//!
+//! Written from reading the Go sources (compress v1.15.12, pgzip v1.2.5):
+//! - the encoder is fed 65535-byte chunks (`maxStoreBlockSize`); a chunk
+//!   without any match is stored, a final chunk under 128 bytes is written
+//!   without matches;
+//! - match finding keeps a byte history across chunks (`fastGen`), a
+//!   4-byte-hash table with one entry and a 7-byte-hash table with two;
+//! - pgzip cuts the input in independent blocks (1 MiB by default), each
+//!   compressed by a fresh encoder primed with the last 16 KiB of the
+//!   previous block (tokens of the priming are discarded).
+
+use super::Model;
+use crate::tokens::Token;
+
+const MAX_STORE_BLOCK: usize = 65535;
+const MAX_MATCH_OFFSET: i32 = 1 << 15;
+const TABLE_BITS: u32 = 15;
+const TABLE_SIZE: usize = 1 << TABLE_BITS;
+const ALLOC_HISTORY: usize = MAX_STORE_BLOCK * 5;
+const BUFFER_RESET: i32 = i32::MAX - ALLOC_HISTORY as i32 - MAX_STORE_BLOCK as i32;
+const PRIME4: u32 = 2654435761;
+const PRIME7: u64 = 58295818150454627;
+
+#[inline]
+fn hash4(u: u64) -> usize {
+    ((u as u32).wrapping_mul(PRIME4) >> (32 - TABLE_BITS)) as usize
+}
+
+#[inline]
+fn hash7(u: u64) -> usize {
+    ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize
+}
+
+#[inline]
+fn load64(b: &[u8], i: i32) -> u64 {
+    u64::from_le_bytes(b[i as usize..i as usize + 8].try_into().unwrap())
+}
+
+#[inline]
+fn load32(b: &[u8], i: i32) -> u32 {
+    u32::from_le_bytes(b[i as usize..i as usize + 4].try_into().unwrap())
+}
+
+/// Count equal bytes of `b[s..end]` and `b[t..]`.
+#[inline]
+fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
+    let mut n = 0;
+    let max = end - s;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(b[s + n..s + n + 8].try_into().unwrap())
+            ^ u64::from_le_bytes(b[t + n..t + n + 8].try_into().unwrap());
+        if x != 0 {
+            return (n + (x.trailing_zeros() / 8) as usize) as i32;
+        }
+        n += 8;
+    }
+    while n < max && b[s + n] == b[t + n] {
+        n += 1;
+    }
+    n as i32
+}
+
+/// Level 5 fast encoder state.
+struct FastL5 {
+    hist: Vec<u8>,
+    cur: i32,
+    table: Vec<i32>,
+    btable: Vec<[i32; 2]>,
+}
+
+impl FastL5 {
+    fn new() -> Self {
+        FastL5 {
+            hist: Vec::with_capacity(ALLOC_HISTORY),
+            // A new writer starts at maxStoreBlockSize; Reset adds maxMatchOffset.
+            cur: MAX_STORE_BLOCK as i32 + MAX_MATCH_OFFSET,
+            table: vec![0; TABLE_SIZE],
+            btable: vec![[0; 2]; TABLE_SIZE],
+        }
+    }
+
+    fn add_block(&mut self, src: &[u8]) -> i32 {
+        if self.hist.len() + src.len() > ALLOC_HISTORY {
+            let offset = self.hist.len() - MAX_MATCH_OFFSET as usize;
+            self.hist.copy_within(offset.., 0);
+            self.cur += offset as i32;
+            self.hist.truncate(MAX_MATCH_OFFSET as usize);
+        }
+        let s = self.hist.len() as i32;
+        self.hist.extend_from_slice(src);
+        s
+    }
+
+    fn renormalize(&mut self) {
+        while self.cur >= BUFFER_RESET {
+            if self.hist.is_empty() {
+                self.table.fill(0);
+                self.btable.fill([0; 2]);
+                self.cur = MAX_MATCH_OFFSET;
+                break;
+            }
+            let min_off = self.cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
+            let cur = self.cur;
+            let fix = |v: i32| if v <= min_off { 0 } else { v - cur + MAX_MATCH_OFFSET };
+            for v in self.table.iter_mut() {
+                *v = fix(*v);
+            }
+            for e in self.btable.iter_mut() {
+                if e[0] <= min_off {
+                    *e = [0, 0];
+                } else {
+                    *e = [fix(e[0]), fix(e[1])];
+                }
+            }
+            self.cur = MAX_MATCH_OFFSET;
+        }
+    }
+
+    #[inline]
+    fn put_long(&mut self, h: usize, v: i32) {
+        let e = &mut self.btable[h];
+        e[1] = e[0];
+        e[0] = v;
+    }
+
+    /// Encode `src`, appending tokens; returns false if it emitted nothing
+    /// (the caller then stores the chunk).
+    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
+        const INPUT_MARGIN: i32 = 12 - 1;
+        const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
+        self.renormalize();
+        let start_len = dst.len();
+        let mut s = self.add_block(src);
+        if src.len() < MIN_NON_LITERAL {
+            // klauspost reports such a chunk as all literals.
+            return false;
+        }
+        let hist = std::mem::take(&mut self.hist);
+        let b = &hist[..];
+        let cur = self.cur;
+        let mut next_emit = s;
+        let s_limit = b.len() as i32 - INPUT_MARGIN;
+        let mut cv = load64(b, s);
+        'outer: loop {
+            let mut next_s = s;
+            let mut l: i32 = 0;
+            let mut t: i32;
+            loop {
+                let mut nhs = hash4(cv);
+                let mut nhl = hash7(cv);
+                s = next_s;
+                next_s = s + 1 + ((s - next_emit) >> 6);
+                if next_s > s_limit {
+                    break 'outer;
+                }
+                let s_cand = self.table[nhs];
+                let l_cand = self.btable[nhl];
+                let next = load64(b, next_s);
+                let entry = s + cur;
+                self.table[nhs] = entry;
+                self.put_long(nhl, entry);
+                nhs = hash4(next);
+                nhl = hash7(next);
+
+                t = l_cand[0] - cur;
+                if s - t < MAX_MATCH_OFFSET {
+                    if cv as u32 == load32(b, t) {
+                        self.table[nhs] = next_s + cur;
+                        self.put_long(nhl, next_s + cur);
+                        let t2 = l_cand[1] - cur;
+                        if s - t2 < MAX_MATCH_OFFSET && cv as u32 == load32(b, t2) {
+                            let end = (s as usize + 258).min(b.len());
+                            l = match_len(b, s as usize + 4, t as usize + 4, end) + 4;
+                            let ml1 = match_len(b, s as usize + 4, t2 as usize + 4, end) + 4;
+                            if ml1 > l {
+                                t = t2;
+                                l = ml1;
+                            }
+                        }
+                        break;
+                    }
+                    t = l_cand[1] - cur;
+                    if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(b, t) {
+                        self.table[nhs] = next_s + cur;
+                        self.put_long(nhl, next_s + cur);
+                        break;
+                    }
+                }
+
+                t = s_cand - cur;
+                if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(b, t) {
+                    l = match_len(b, s as usize + 4, t as usize + 4, (s as usize + 258).min(b.len())) + 4;
+                    let l_cand = self.btable[nhl];
+                    self.table[nhs] = next_s + cur;
+                    self.put_long(nhl, next_s + cur);
+                    let mut t2 = l_cand[0] - cur;
+                    if next_s - t2 < MAX_MATCH_OFFSET {
+                        let end = (next_s as usize + 258).min(b.len());
+                        if load32(b, t2) == next as u32 {
+                            let ml = match_len(b, next_s as usize + 4, t2 as usize + 4, end) + 4;
+                            if ml > l {
+                                t = t2;
+                                s = next_s;
+                                l = ml;
+                                break;
+                            }
+                        }
+                        t2 = l_cand[1] - cur;
+                        if next_s - t2 < MAX_MATCH_OFFSET && load32(b, t2) == next as u32 {
+                            let ml = match_len(b, next_s as usize + 4, t2 as usize + 4, end) + 4;
+                            if ml > l {
+                                t = t2;
+                                s = next_s;
+                                l = ml;
+                                break;
+                            }
+                        }
+                    }
+                    break;
+                }
+                cv = next;
+            }
+
+            if l == 0 {
+                l = match_len(b, s as usize + 4, t as usize + 4, b.len()) + 4;
+            } else if l == 258 {
+                l += match_len(b, (s + l) as usize, (t + l) as usize, b.len());
+            }
+
+            // Look for a better match ending where this one ends.
+            let s_at = s + l;
+            if l < 30 && s_at < s_limit {
+                let e_long = self.btable[hash7(load64(b, s_at))][0];
+                let t2 = e_long - cur - l + 2;
+                let s2 = s + 2;
+                let off = s2 - t2;
+                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
+                    let l2 = match_len(b, s2 as usize, t2 as usize, b.len());
+                    if l2 > l {
+                        t = t2;
+                        l = l2;
+                        s = s2;
+                    }
+                }
+            }
+
+            while t > 0 && s > next_emit && b[(t - 1) as usize] == b[(s - 1) as usize] {
+                s -= 1;
+                t -= 1;
+                l += 1;
+            }
+            dst.extend(b[next_emit as usize..s as usize].iter().map(|&v| Token::lit(v)));
+            add_match_long(dst, l, (s - t) as u16);
+            s += l;
+            next_emit = s;
+            if next_s >= s {
+                s = next_s + 1;
+            }
+            if s >= s_limit {
+                break 'outer;
+            }
+
+            // Index some positions inside the match.
+            let mut i = s - l + 1;
+            if i < s - 1 {
+                let mut cv = load64(b, i);
+                let t = i + cur;
+                self.table[hash4(cv)] = t;
+                self.put_long(hash7(cv), t);
+                cv >>= 8;
+                self.put_long(hash7(cv), t + 1);
+                cv >>= 8;
+                self.table[hash4(cv)] = t + 2;
+                i += 4;
+                while i < s - 1 {
+                    let cv = load64(b, i);
+                    let t = i + cur;
+                    self.put_long(hash7(cv), t);
+                    self.table[hash4(cv >> 8)] = t + 1;
+                    i += 3;
+                }
+            }
+
+            let x = load64(b, s - 1);
+            let o = cur + s - 1;
+            self.table[hash4(x)] = o;
+            self.put_long(hash7(x), o);
+            cv = x >> 8;
+        }
+        if (next_emit as usize) < b.len() && dst.len() > start_len {
+            dst.extend(b[next_emit as usize..].iter().map(|&v| Token::lit(v)));
+        }
+        self.hist = hist;
+        dst.len() > start_len
+    }
+}
+
+/// Emit a match of any length as tokens of at most 258 bytes, leaving at
+/// least 3 for the last one (as klauspost's `AddMatchLong`).
+fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
+    while l > 0 {
+        let mut xl = l;
+        if xl > 258 {
+            xl = if xl > 258 + 3 { 258 } else { 258 - 3 };
+        }
+        l -= xl;
+        dst.push(Token::matched(xl as u16, dist));
+    }
+}
+
+/// Token predictor for klauspost flate / pgzip.
+pub struct KlauspostModel {
+    segment: usize,
+    dict: usize,
+    enc: FastL5,
+    /// Bytes of the current pgzip block seen so far.
+    seg_pos: usize,
+    /// Tail of the current pgzip block, to prime the next one.
+    tail: Vec<u8>,
+    scratch: Vec<Token>,
+}
+
+impl KlauspostModel {
+    /// New model for one stream. Only level 5 is modelled exactly; other
+    /// levels fall back to level 5's search (more corrections).
+    pub fn new(_level: u8, segment: u32, dict: u32) -> Self {
+        KlauspostModel {
+            segment: segment as usize,
+            dict: dict as usize,
+            enc: FastL5::new(),
+            seg_pos: 0,
+            tail: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Model for KlauspostModel {
+    fn next_chunk(&self) -> usize {
+        if self.segment == 0 {
+            MAX_STORE_BLOCK
+        } else {
+            MAX_STORE_BLOCK.min(self.segment - self.seg_pos)
+        }
+    }
+
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        if self.segment > 0 && self.seg_pos == 0 {
+            // pgzip: a fresh writer per block, primed with the previous tail.
+            self.enc = FastL5::new();
+            if !self.tail.is_empty() {
+                let tail = std::mem::take(&mut self.tail);
+                let start = tail.len().saturating_sub(MAX_MATCH_OFFSET as usize);
+                self.scratch.clear();
+                self.enc.encode(&tail[start..], &mut self.scratch);
+            }
+        }
+        let full = chunk.len() == MAX_STORE_BLOCK;
+        if !full && chunk.len() < 128 {
+            out.extend(chunk.iter().map(|&v| Token::lit(v)));
+        } else {
+            let start = out.len();
+            if !self.enc.encode(chunk, out) {
+                out.truncate(start);
+                out.extend(chunk.iter().map(|&v| Token::lit(v)));
+            }
+        }
+        if self.segment > 0 {
+            self.seg_pos += chunk.len();
+            // Keep the last `dict` bytes of this block for the next one.
+            if chunk.len() >= self.dict {
+                self.tail.clear();
+                self.tail.extend_from_slice(&chunk[chunk.len() - self.dict..]);
+            } else {
+                self.tail.extend_from_slice(chunk);
+                let excess = self.tail.len().saturating_sub(self.dict);
+                self.tail.drain(..excess);
+            }
+            if self.seg_pos == self.segment {
+                self.seg_pos = 0;
+            }
+        }
+    }
+}

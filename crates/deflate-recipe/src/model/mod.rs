@@ -1,0 +1,122 @@
+//! Encoder models: predict the tokens an encoder would emit for a plaintext.
+//!
+//! A model sees the plaintext of one deflate stream in chunks of the size it
+//! asks for (the last chunk may be shorter) and returns its predicted tokens
+//! for each chunk. Predictions never need to be right: wrong ones only cost
+//! corrections in the recipe.
+
+mod klauspost;
+
+use crate::error::{RecipeError, Result};
+use crate::tokens::Token;
+use crate::varint::{self, ByteReader};
+
+pub use klauspost::KlauspostModel;
+
+/// A token predictor for one deflate stream.
+pub trait Model {
+    /// Bytes wanted for the next `predict` call.
+    fn next_chunk(&self) -> usize;
+    /// Predict the tokens for `chunk`, the next bytes of the stream.
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>);
+}
+
+/// Identifies a model and its parameters; stored in the recipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// Predicts literals only: the recipe holds every match.
+    Literals,
+    /// klauspost/compress flate fast levels 1..=6; `segment` > 0 models
+    /// pgzip's independent blocks of that size primed with `dict` bytes.
+    Klauspost {
+        /// Compression level 1..=6.
+        level: u8,
+        /// pgzip block size (0: one plain flate writer).
+        segment: u32,
+        /// Bytes of the previous block used as dictionary.
+        dict: u32,
+    },
+}
+
+impl ModelSpec {
+    /// Short name for diagnostics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelSpec::Literals => "tokens",
+            ModelSpec::Klauspost { segment: 0, .. } => "model:klauspost-flate",
+            ModelSpec::Klauspost { .. } => "model:pgzip",
+        }
+    }
+
+    /// Instantiate for a new deflate stream.
+    pub fn build(&self) -> Box<dyn Model> {
+        match *self {
+            ModelSpec::Literals => Box::new(LiteralModel),
+            ModelSpec::Klauspost {
+                level,
+                segment,
+                dict,
+            } => Box::new(KlauspostModel::new(level, segment, dict)),
+        }
+    }
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        match *self {
+            ModelSpec::Literals => out.push(0),
+            ModelSpec::Klauspost {
+                level,
+                segment,
+                dict,
+            } => {
+                out.push(1);
+                out.push(level);
+                varint::put(out, segment as u64);
+                varint::put(out, dict as u64);
+            }
+        }
+    }
+
+    pub(crate) fn read<R: std::io::Read>(r: &mut ByteReader<R>) -> Result<ModelSpec> {
+        Ok(match r.u8()? {
+            0 => ModelSpec::Literals,
+            1 => {
+                let level = r.u8()?;
+                let segment = r.var()? as u32;
+                let dict = r.var()? as u32;
+                if !(1..=6).contains(&level) || dict > 32768 || (segment != 0 && segment <= dict) {
+                    return Err(RecipeError::recipe("bad klauspost model parameters"));
+                }
+                ModelSpec::Klauspost {
+                    level,
+                    segment,
+                    dict,
+                }
+            }
+            k => return Err(RecipeError::recipe(format!("unknown model kind {k}"))),
+        })
+    }
+
+    /// Candidate models tried on a stream's first bytes.
+    pub fn candidates() -> Vec<ModelSpec> {
+        vec![
+            ModelSpec::Literals,
+            ModelSpec::Klauspost {
+                level: 5,
+                segment: 1 << 20,
+                dict: 16 << 10,
+            },
+        ]
+    }
+}
+
+/// Predicts nothing but literals.
+struct LiteralModel;
+
+impl Model for LiteralModel {
+    fn next_chunk(&self) -> usize {
+        1 << 16
+    }
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        out.extend(chunk.iter().map(|&b| Token::lit(b)));
+    }
+}

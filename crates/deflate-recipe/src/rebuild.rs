@@ -1,0 +1,301 @@
+//! Rebuild: plaintext + recipe → the exact gzip bytes.
+
+use std::io::{Read, Write};
+
+use crate::bits::BitWriter;
+use crate::diff::{DiffDecoder, Step};
+use crate::error::{RecipeError, Result};
+use crate::hdrpred::{self, Freqs};
+use crate::huffman::{check_lengths, CL_ORDER};
+use crate::model::Model;
+use crate::recipe::{self, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT};
+use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
+use crate::varint::ByteReader;
+use crate::writer::write_block;
+
+/// Plaintext of one member, read ahead as the model needs it.
+struct Plain<'a, R: Read> {
+    r: &'a mut R,
+    buf: Vec<u8>,
+    /// Absolute member offset of `buf[0]`.
+    base: u64,
+    /// Member plaintext length.
+    end: u64,
+    crc: flate2::Crc,
+}
+
+impl<R: Read> Plain<'_, R> {
+    /// Make `buf` hold bytes up to absolute offset `upto` (≤ end).
+    fn ensure(&mut self, upto: u64) -> Result<()> {
+        while self.base + (self.buf.len() as u64) < upto {
+            let want = (upto - self.base - self.buf.len() as u64).max(1 << 16);
+            let want = want.min(self.end - self.base - self.buf.len() as u64) as usize;
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            let n = loop {
+                match self.r.read(&mut self.buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.buf.truncate(old + n);
+            self.crc.update(&self.buf[old..]);
+            if n == 0 {
+                return Err(RecipeError::mismatch("plaintext shorter than the recipe says"));
+            }
+        }
+        Ok(())
+    }
+
+    fn slice(&self, from: u64, to: u64) -> &[u8] {
+        &self.buf[(from - self.base) as usize..(to - self.base) as usize]
+    }
+
+    /// Forget bytes before `keep`.
+    fn trim(&mut self, keep: u64) {
+        let cut = (keep - self.base) as usize;
+        if cut > 1 << 18 {
+            self.buf.drain(..cut);
+            self.base = keep;
+        }
+    }
+}
+
+/// Produces the actual tokens of one member.
+struct Tokens<'a, 'p, R: Read, T: Read> {
+    plain: Plain<'p, R>,
+    model: Box<dyn Model>,
+    dec: DiffDecoder,
+    tokr: &'a mut ByteReader<T>,
+    /// Plaintext offset of the next token.
+    pa: u64,
+    /// Plaintext offset the model has seen.
+    pm: u64,
+    scratch: Vec<Token>,
+}
+
+impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
+    fn next(&mut self) -> Result<Token> {
+        loop {
+            match self.dec.next(self.tokr)? {
+                Step::Token(mut t, explicit) => {
+                    let end = self.pa + t.span() as u64;
+                    if end > self.plain.end {
+                        return Err(RecipeError::mismatch("tokens run past the plaintext"));
+                    }
+                    if explicit && t.is_lit() {
+                        self.plain.ensure(self.pa + 1)?;
+                        t = Token::lit(self.plain.slice(self.pa, self.pa + 1)[0]);
+                    }
+                    self.pa = end;
+                    return Ok(t);
+                }
+                Step::NeedPrediction => {
+                    if self.pm == self.plain.end {
+                        if self.dec.pred_exhausted {
+                            return Err(RecipeError::mismatch(
+                                "recipe needs more tokens than the plaintext has",
+                            ));
+                        }
+                        self.dec.pred_exhausted = true;
+                        continue;
+                    }
+                    let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
+                    self.plain.ensure(self.pm + n)?;
+                    self.scratch.clear();
+                    let chunk = self.plain.slice(self.pm, self.pm + n);
+                    self.model.predict(chunk, &mut self.scratch);
+                    self.dec.predicted(&self.scratch);
+                    self.pm += n;
+                    self.plain.trim(self.pa.min(self.pm));
+                }
+            }
+        }
+    }
+}
+
+fn read_header<T: Read>(m: &mut ByteReader<T>) -> Result<DynHeader> {
+    let hlit = m.u8()? as u16 + 257;
+    let hdist = m.u8()? + 1;
+    let hclen = m.u8()? + 4;
+    if hlit > 288 || hdist > 32 || hclen > 19 {
+        return Err(RecipeError::recipe("bad dynamic header counts"));
+    }
+    let mut cl_lens = [0u8; 19];
+    for &s in CL_ORDER.iter().take(hclen as usize) {
+        cl_lens[s] = m.u8()?;
+        if cl_lens[s] > 7 {
+            return Err(RecipeError::recipe("bad code-length code length"));
+        }
+    }
+    if check_lengths(&cl_lens, false).is_err() {
+        return Err(RecipeError::recipe("invalid code-length code"));
+    }
+    let n = m.var()?;
+    let mut rle = Vec::with_capacity(n.min(320) as usize);
+    let mut filled = 0usize;
+    for _ in 0..n {
+        let sym = m.u8()?;
+        let (extra, count) = match sym {
+            0..=15 => (0, 1),
+            16 if filled > 0 => {
+                let e = m.u8()?;
+                (e, 3 + e as usize)
+            }
+            17 => {
+                let e = m.u8()?;
+                (e, 3 + e as usize)
+            }
+            18 => {
+                let e = m.u8()?;
+                (e, 11 + e as usize)
+            }
+            _ => return Err(RecipeError::recipe("bad code-length symbol")),
+        };
+        if extra > 127 || (sym == 16 && extra > 3) || (sym == 17 && extra > 7) {
+            return Err(RecipeError::recipe("bad code-length repeat"));
+        }
+        filled += count;
+        rle.push((sym, extra));
+    }
+    if filled != hlit as usize + hdist as usize {
+        return Err(RecipeError::recipe("code lengths do not fill the header"));
+    }
+    Ok(DynHeader {
+        hlit,
+        hdist,
+        hclen,
+        cl_lens,
+        rle,
+    })
+}
+
+/// Rebuild the gzip stream described by `recipe` from `plain`.
+pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> Result<()> {
+    let mut meta = ByteReader::new(zstd::stream::read::Decoder::new(&recipe.meta[..])?);
+    let mut tokr = ByteReader::new(zstd::stream::read::Decoder::new(&recipe.toks[..])?);
+    let mut bw = BitWriter::new(gz_out);
+    let mut member = 0usize;
+    let mut block: Vec<Token> = Vec::new();
+    let mut freqs = Freqs::default();
+    loop {
+        match meta.u8()? {
+            recipe::TAG_END => break,
+            recipe::TAG_GARBAGE => {
+                let n = meta.var()? as usize;
+                bw.bytes(&meta.bytes(n)?)?;
+            }
+            recipe::TAG_MEMBER => {
+                let n = meta.var()? as usize;
+                bw.bytes(&meta.bytes(n)?)?;
+                let Some(&len) = recipe.members.get(member) else {
+                    return Err(RecipeError::recipe("more members than lengths"));
+                };
+                member += 1;
+                let mut toks = Tokens {
+                    plain: Plain {
+                        r: &mut plain,
+                        buf: Vec::new(),
+                        base: 0,
+                        end: len,
+                        crc: flate2::Crc::new(),
+                    },
+                    model: recipe.model.build(),
+                    dec: DiffDecoder::default(),
+                    tokr: &mut tokr,
+                    pa: 0,
+                    pm: 0,
+                    scratch: Vec::new(),
+                };
+                loop {
+                    let flags = meta.u8()?;
+                    let last = flags & BF_LAST != 0;
+                    let ntok = meta.var()?;
+                    if ntok > len + 1 {
+                        return Err(RecipeError::recipe("block has more tokens than bytes"));
+                    }
+                    block.clear();
+                    let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
+                        0 => {
+                            let pad = meta.u8()?;
+                            for _ in 0..ntok {
+                                block.push(toks.next()?);
+                            }
+                            BlockKind::Stored {
+                                len: u16::try_from(ntok)
+                                    .map_err(|_| RecipeError::recipe("stored block too long"))?,
+                                pad,
+                            }
+                        }
+                        1 => {
+                            for _ in 0..ntok {
+                                block.push(toks.next()?);
+                            }
+                            BlockKind::Fixed
+                        }
+                        2 => {
+                            let explicit = if flags & BF_EXPLICIT != 0 {
+                                Some(read_header(&mut meta)?)
+                            } else {
+                                None
+                            };
+                            let (id, k) = if explicit.is_none() {
+                                (meta.u8()?, meta.var()?)
+                            } else {
+                                (0, 0)
+                            };
+                            if k > ntok {
+                                return Err(RecipeError::recipe("header prefix longer than block"));
+                            }
+                            for _ in 0..ntok {
+                                block.push(toks.next()?);
+                            }
+                            let h = match explicit {
+                                Some(h) => h,
+                                None => {
+                                    freqs.clear();
+                                    let k = if k == 0 { block.len() } else { k as usize };
+                                    freqs.add(&block[..k]);
+                                    hdrpred::build(id, &freqs).ok_or_else(|| {
+                                        RecipeError::recipe(format!("unknown header builder {id}"))
+                                    })?
+                                }
+                            };
+                            BlockKind::Dynamic(Box::new(h))
+                        }
+                        _ => return Err(RecipeError::recipe("bad block type")),
+                    };
+                    write_block(&mut bw, &BlockHead { last, kind }, &block)?;
+                    if last {
+                        break;
+                    }
+                }
+                if toks.pa != len {
+                    return Err(RecipeError::mismatch("blocks end before the member's plaintext"));
+                }
+                toks.plain.ensure(len)?;
+                let crc = toks.plain.crc;
+                bw.align(meta.u8()? as u32);
+                match meta.u8()? {
+                    0 => {
+                        bw.bytes(&crc.sum().to_le_bytes())?;
+                        bw.bytes(&crc.amount().to_le_bytes())?;
+                    }
+                    1 => bw.bytes(&meta.bytes(8)?)?,
+                    _ => return Err(RecipeError::recipe("bad trailer record")),
+                }
+            }
+            t => return Err(RecipeError::recipe(format!("unknown meta record {t}"))),
+        }
+    }
+    if member != recipe.members.len() {
+        return Err(RecipeError::recipe("fewer members than lengths"));
+    }
+    let mut extra = [0u8; 1];
+    if plain.read(&mut extra)? != 0 {
+        return Err(RecipeError::mismatch("plaintext longer than the recipe says"));
+    }
+    bw.finish()?;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The recipe container: format version, model, member lengths and the two
+//! zstd-compressed streams (block/framing records and token corrections).
+//!
+//! Layout (version 1):
+//! `"SDR" | version u8 | model spec | varint n_members | varint len × n |
+//!  varint meta_len | meta | varint tok_len | tok`.
+
+use crate::error::{RecipeError, Result};
+use crate::model::ModelSpec;
+use crate::varint::{self, ByteReader};
+
+const MAGIC: &[u8; 3] = b"SDR";
+/// Current recipe format version.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Meta stream record tags.
+pub(crate) const TAG_END: u8 = 0;
+pub(crate) const TAG_MEMBER: u8 = 1;
+pub(crate) const TAG_GARBAGE: u8 = 2;
+
+/// Block record flag bits.
+pub(crate) const BF_LAST: u8 = 1;
+pub(crate) const BF_TYPE_SHIFT: u8 = 1;
+pub(crate) const BF_EXPLICIT: u8 = 8;
+
+/// Everything needed, besides the plaintext, to rebuild a gzip stream exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipe {
+    pub(crate) version: u8,
+    pub(crate) model: ModelSpec,
+    /// Plaintext length of each gzip member.
+    pub(crate) members: Vec<u64>,
+    /// zstd: framing and block records.
+    pub(crate) meta: Vec<u8>,
+    /// zstd: token corrections against the model.
+    pub(crate) toks: Vec<u8>,
+}
+
+impl Recipe {
+    /// Serialize.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.meta.len() + self.toks.len() + 32);
+        out.extend_from_slice(MAGIC);
+        out.push(self.version);
+        self.model.write(&mut out);
+        varint::put(&mut out, self.members.len() as u64);
+        for &m in &self.members {
+            varint::put(&mut out, m);
+        }
+        varint::put(&mut out, self.meta.len() as u64);
+        out.extend_from_slice(&self.meta);
+        varint::put(&mut out, self.toks.len() as u64);
+        out.extend_from_slice(&self.toks);
+        out
+    }
+
+    /// Parse a serialized recipe (any version this crate can read).
+    pub fn from_bytes(b: &[u8]) -> Result<Recipe> {
+        if b.len() < 4 || &b[..3] != MAGIC {
+            return Err(RecipeError::recipe("missing recipe magic"));
+        }
+        let version = b[3];
+        if version != 1 {
+            return Err(RecipeError::recipe(format!(
+                "unsupported recipe format version {version}"
+            )));
+        }
+        let mut r = ByteReader::new(&b[4..]);
+        let model = ModelSpec::read(&mut r)?;
+        let n = r.var()?;
+        if n > b.len() as u64 {
+            return Err(RecipeError::recipe("member count larger than the recipe"));
+        }
+        let members = (0..n).map(|_| r.var()).collect::<Result<Vec<_>>>()?;
+        let ml = r.var()?;
+        if ml > b.len() as u64 {
+            return Err(RecipeError::recipe("meta stream longer than the recipe"));
+        }
+        let meta = r.bytes(ml as usize)?;
+        let tl = r.var()?;
+        if tl > b.len() as u64 {
+            return Err(RecipeError::recipe("token stream longer than the recipe"));
+        }
+        let toks = r.bytes(tl as usize)?;
+        if r.opt_u8()?.is_some() {
+            return Err(RecipeError::recipe("trailing bytes after recipe"));
+        }
+        Ok(Recipe {
+            version,
+            model,
+            members,
+            meta,
+            toks,
+        })
+    }
+
+    /// Serialized size in bytes.
+    pub fn len(&self) -> usize {
+        self.to_bytes().len()
+    }
+
+    /// True if the recipe is empty (never: a recipe always has a header).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Compressed sizes of the (block/framing, token correction) streams,
+    /// for diagnostics.
+    pub fn stream_sizes(&self) -> (usize, usize) {
+        (self.meta.len(), self.toks.len())
+    }
+
+    /// Model used for token prediction.
+    pub fn model(&self) -> ModelSpec {
+        self.model
+    }
+}
+
+/// Compress a stream for the recipe.
+pub(crate) fn pack(raw: &[u8]) -> Result<Vec<u8>> {
+    // Small streams (the model case) get the strongest level; large ones
+    // (fallback token streams) a faster one so analysis keeps its speed.
+    let level = if raw.len() < 1 << 20 { 19 } else { 6 };
+    Ok(zstd::bulk::compress(raw, level)?)
+}

@@ -1,0 +1,124 @@
+//! Exact block writer: the inverse of the parser.
+
+use std::io::Write;
+
+use crate::bits::BitWriter;
+use crate::error::{RecipeError, Result};
+use crate::huffman::{codes, dist_code, fixed_dist_lengths, fixed_lit_lengths, CL_ORDER, DIST_BASE, DIST_EXTRA};
+use crate::tokens::{len_symbol, BlockHead, BlockKind, DynHeader, Token};
+
+/// Precomputed code tables for one block.
+struct Codes {
+    lit_len: Vec<u8>,
+    lit_code: Vec<u16>,
+    dist_len: Vec<u8>,
+    dist_code: Vec<u16>,
+}
+
+impl Codes {
+    fn new(lit_len: Vec<u8>, dist_len: Vec<u8>) -> Codes {
+        let mut lit_code = Vec::new();
+        let mut dc = Vec::new();
+        codes(&lit_len, &mut lit_code);
+        codes(&dist_len, &mut dc);
+        Codes {
+            lit_len,
+            lit_code,
+            dist_len,
+            dist_code: dc,
+        }
+    }
+}
+
+/// Write one block: header, tokens (or stored bytes) and end-of-block code.
+///
+/// For stored blocks the tokens must be literals covering exactly `len` bytes.
+pub fn write_block<W: Write>(bw: &mut BitWriter<W>, head: &BlockHead, tokens: &[Token]) -> Result<()> {
+    bw.put(head.last as u32, 1);
+    match &head.kind {
+        BlockKind::Stored { len, pad } => {
+            bw.put(0, 2);
+            bw.align(*pad as u32);
+            bw.put(*len as u32, 16);
+            bw.put(!*len as u32 & 0xffff, 16);
+            if tokens.len() != *len as usize || tokens.iter().any(|t| !t.is_lit()) {
+                return Err(RecipeError::mismatch("stored block tokens are not its bytes"));
+            }
+            let bytes: Vec<u8> = tokens.iter().map(|t| t.raw_len() as u8).collect();
+            bw.bytes(&bytes)?;
+            Ok(())
+        }
+        BlockKind::Fixed => {
+            bw.put(1, 2);
+            let c = Codes::new(fixed_lit_lengths().to_vec(), fixed_dist_lengths().to_vec());
+            write_tokens(bw, &c, tokens)
+        }
+        BlockKind::Dynamic(h) => {
+            bw.put(2, 2);
+            write_dyn_header(bw, h)?;
+            let (l, d) = h.lengths();
+            let c = Codes::new(l, d);
+            write_tokens(bw, &c, tokens)
+        }
+    }
+}
+
+fn write_dyn_header<W: Write>(bw: &mut BitWriter<W>, h: &DynHeader) -> Result<()> {
+    bw.put(h.hlit as u32 - 257, 5);
+    bw.put(h.hdist as u32 - 1, 5);
+    bw.put(h.hclen as u32 - 4, 4);
+    for &sym in CL_ORDER.iter().take(h.hclen as usize) {
+        bw.put(h.cl_lens[sym] as u32, 3);
+    }
+    let mut clc = Vec::new();
+    codes(&h.cl_lens, &mut clc);
+    for &(sym, extra) in &h.rle {
+        let l = h.cl_lens[sym as usize] as u32;
+        if l == 0 {
+            return Err(RecipeError::recipe("code-length symbol without a code"));
+        }
+        bw.put(clc[sym as usize] as u32, l);
+        match sym {
+            16 => bw.put(extra as u32, 2),
+            17 => bw.put(extra as u32, 3),
+            18 => bw.put(extra as u32, 7),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn write_tokens<W: Write>(bw: &mut BitWriter<W>, c: &Codes, tokens: &[Token]) -> Result<()> {
+    let missing = || RecipeError::mismatch("token has no code in the block's tables");
+    for &t in tokens {
+        if t.is_lit() {
+            let s = t.raw_len() as usize;
+            let l = c.lit_len[s] as u32;
+            if l == 0 {
+                return Err(missing());
+            }
+            bw.put(c.lit_code[s] as u32, l);
+        } else {
+            let (lc, extra, ebits) = len_symbol(t.raw_len());
+            let s = 257 + lc;
+            let l = *c.lit_len.get(s).unwrap_or(&0) as u32;
+            if l == 0 {
+                return Err(missing());
+            }
+            bw.put(c.lit_code[s] as u32, l);
+            bw.put(extra, ebits);
+            let d = t.dist();
+            let dc = dist_code(d);
+            let l = *c.dist_len.get(dc).unwrap_or(&0) as u32;
+            if l == 0 {
+                return Err(missing());
+            }
+            bw.put(c.dist_code[dc] as u32, l);
+            bw.put((d - DIST_BASE[dc]) as u32, DIST_EXTRA[dc] as u32);
+        }
+        bw.maybe_flush()?;
+    }
+    let l = c.lit_len[256] as u32;
+    bw.put(c.lit_code[256] as u32, l);
+    bw.maybe_flush()
+}

@@ -1,0 +1,81 @@
+//! Round trips of Go standard library and klauspost/pgzip output, using the
+//! helper in testdata/gogzip built with Debian's Go (GOPATH mode, offline).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+use stowage_deflate_recipe::recipe_kind;
+
+const GO: &str = "/usr/lib/go-1.19/bin/go";
+
+/// Build the helper once; `None` when Go or the pgzip sources are missing.
+fn gogzip() -> Option<&'static PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/gogzip");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gogzip");
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gocache");
+        let ok = Command::new(GO)
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", &cache)
+            .env("GOFLAGS", "")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(out)
+    })
+    .as_ref()
+}
+
+fn go_gzip(args: &[&str], data: &[u8]) -> Option<Vec<u8>> {
+    let bin = gogzip()?;
+    run(bin.to_str().unwrap(), args, data)
+}
+
+#[test]
+fn pgzip_default_level() {
+    for (len, seed) in [(0usize, 0u64), (100, 1), (70_000, 2), (3_500_000, 3)] {
+        let data = sample(len, seed);
+        let Some(gz) = go_gzip(&["pgzip", "-1"], &data) else {
+            return skip("go toolchain with klauspost/pgzip (apt-get install golang-1.19-go golang-github-klauspost-pgzip-dev)");
+        };
+        let r = roundtrip(&gz, &data);
+        eprintln!("pgzip default len {len}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+    }
+}
+
+#[test]
+fn pgzip_levels_and_block_sizes() {
+    let data = sample(600_000, 9);
+    for args in [["pgzip", "1", "1048576"], ["pgzip", "6", "1048576"], ["pgzip", "9", "1048576"], ["pgzip", "5", "100000"]] {
+        let Some(gz) = go_gzip(&args, &data) else {
+            return skip("go toolchain with klauspost/pgzip");
+        };
+        let r = roundtrip(&gz, &data);
+        eprintln!("{args:?}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+    }
+}
+
+#[test]
+fn go_stdlib_levels() {
+    let data = sample(300_000, 4);
+    for level in ["-1", "1", "2", "5", "9", "0", "-2"] {
+        let Some(gz) = go_gzip(&["std", level], &data) else {
+            return skip("go toolchain");
+        };
+        let r = roundtrip(&gz, &data);
+        eprintln!("go std {level}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+    }
+    // Empty input: Go writes `01 00 00 ff ff` after the header.
+    let gz = go_gzip(&["std", "6"], b"").unwrap();
+    roundtrip(&gz, b"");
+}
