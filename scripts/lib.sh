@@ -16,7 +16,8 @@ die() { say "ERROR: $*"; exit 1; }
 # Debian packages the scripts and tests use. The docker-registry package
 # starts a system service on :5000 when installed; we never use that one.
 PACKAGES=(docker-registry skopeo umoci runc containerd debootstrap jq curl gzip zstd
-          python3-grpc-tools protobuf-compiler pkg-config e2fsprogs attr)
+          python3-grpc-tools protobuf-compiler pkg-config e2fsprogs attr
+          apache2-utils openssl)
 
 ensure_packages() {
     local missing=() p

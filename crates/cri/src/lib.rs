@@ -14,11 +14,13 @@
 //! at it; `ImageStatus` of an unknown image is an empty answer, not an error;
 //! `RemoveImage` removes every name of the image and is idempotent.
 //!
-//! **Plain HTTP.** containerd decides per host (`hosts.toml`). Until stowage
-//! reads `hosts.toml`, a registry on a loopback address (`localhost`,
-//! `127.0.0.0/8`, `[::1]`) is spoken to in plain HTTP, as is every registry
-//! named with `stowage serve --plain-http-registry HOST[:PORT]`; everything
-//! else is HTTPS.
+//! **Plain HTTP.** containerd decides per host from `hosts.toml`, and so
+//! does stowage for a registry that has a directory under the registry
+//! `config_path`. A registry without one is spoken to in plain HTTP when it
+//! is on a loopback address (`localhost`, `127.0.0.0/8`, `[::1]`: a local
+//! test or cache registry) or named with `stowage serve --plain-http-registry
+//! HOST[:PORT]` (which also overrides `hosts.toml`); everything else is
+//! HTTPS.
 
 mod fsinfo;
 mod images;
@@ -196,20 +198,25 @@ pub fn serve(
 /// always are; others when listed in `extra` (`HOST` matches any port,
 /// `HOST:PORT` only that port).
 pub fn plain_http(registry: &str, extra: &[String]) -> bool {
+    is_loopback(registry) || listed(registry, extra)
+}
+
+/// Is `registry` (`host[:port]`) on a loopback address?
+pub fn is_loopback(registry: &str) -> bool {
     let host = split_host(registry).0;
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    if let Ok(ip) = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        if ip.is_loopback() {
-            return true;
-        }
-    }
-    extra.iter().any(|e| {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Is `registry` named in `list` (`HOST` matches any port, `HOST:PORT`
+/// only that port)?
+pub fn listed(registry: &str, list: &[String]) -> bool {
+    let host = split_host(registry).0;
+    list.iter().any(|e| {
         let e = e.trim();
         if e.eq_ignore_ascii_case(registry) {
             return true;

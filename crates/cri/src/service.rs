@@ -57,16 +57,23 @@ fn spec_image(spec: Option<&crate::proto::ImageSpec>) -> String {
     spec.map(|s| s.image.trim().to_string()).unwrap_or_default()
 }
 
-/// Credentials from a CRI `AuthConfig`: username/password, else `auth`
-/// (base64 `user:pass`), else an identity token (sent as the password of
-/// `<token>`, docker's convention), else a registry token (likewise; the
-/// registry client has no way to send a bare bearer token yet).
+/// Credentials from a CRI `AuthConfig`, in containerd's order (`ParseAuth`):
+/// a username (with its password), else an identity token (an OAuth2
+/// refresh token: empty username, the token as password), else `auth`
+/// (base64 `user:password`). A bare `registry_token` is not supported by
+/// containerd either: the pull goes anonymous, with a warning.
 fn credentials(auth: Option<&AuthConfig>) -> Result<Option<Credentials>, Status> {
     let Some(a) = auth else { return Ok(None) };
-    if !a.username.is_empty() || !a.password.is_empty() {
+    if !a.username.is_empty() {
         return Ok(Some(Credentials {
             username: a.username.clone(),
             password: a.password.clone(),
+        }));
+    }
+    if !a.identity_token.is_empty() {
+        return Ok(Some(Credentials {
+            username: String::new(),
+            password: a.identity_token.clone(),
         }));
     }
     if !a.auth.is_empty() {
@@ -85,16 +92,10 @@ fn credentials(auth: Option<&AuthConfig>) -> Result<Option<Credentials>, Status>
             )),
         };
     }
-    let token = if !a.identity_token.is_empty() {
-        &a.identity_token
-    } else {
-        &a.registry_token
-    };
-    if !token.is_empty() {
-        return Ok(Some(Credentials {
-            username: "<token>".to_string(),
-            password: token.clone(),
-        }));
+    if !a.registry_token.is_empty() {
+        tracing::warn!(
+            "auth.registry_token is not supported (nor by containerd); pulling anonymously"
+        );
     }
     Ok(None)
 }
@@ -270,5 +271,52 @@ pub(crate) async fn run(
             Ok(())
         }
         Err(e) => Err(ServeError::Server(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(f: impl FnOnce(&mut AuthConfig)) -> Option<AuthConfig> {
+        let mut a = AuthConfig::default();
+        f(&mut a);
+        Some(a)
+    }
+
+    #[test]
+    fn auth_config_to_credentials_as_containerd() {
+        let c = |a: Option<AuthConfig>| {
+            credentials(a.as_ref()).map(|c| c.map(|c| (c.username, c.password)))
+        };
+        assert_eq!(c(None).unwrap(), None);
+        assert_eq!(c(auth(|_| {})).unwrap(), None);
+        let up = auth(|a| {
+            a.username = "u".into();
+            a.password = "p".into();
+            a.identity_token = "ignored".into();
+        });
+        assert_eq!(c(up).unwrap(), Some(("u".into(), "p".into())));
+        let b64 = base64::engine::general_purpose::STANDARD.encode("me:s3:cret");
+        assert_eq!(
+            c(auth(|a| a.auth = b64)).unwrap(),
+            Some(("me".into(), "s3:cret".into()))
+        );
+        let id = auth(|a| {
+            a.identity_token = "tok".into();
+            a.auth = "bm90OnVzZWQ=".into();
+        });
+        assert_eq!(c(id).unwrap(), Some((String::new(), "tok".into())));
+        assert_eq!(
+            c(auth(|a| a.registry_token = "bearer".into())).unwrap(),
+            None
+        );
+        let bad = c(auth(|a| a.auth = "%%%".into())).unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        let bad = c(auth(|a| {
+            a.auth = base64::engine::general_purpose::STANDARD.encode("nocolon")
+        }))
+        .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     }
 }

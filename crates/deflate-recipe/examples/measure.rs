@@ -51,7 +51,9 @@ fn main() {
         }
     }
     let tmp = std::env::temp_dir().join(format!("measure-{}.tar", std::process::id()));
-    println!("file\tkind\tgz_bytes\ttar_bytes\trecipe_bytes\trecipe_%\tanalyze_MB/s\trebuild_MB/s\tok");
+    println!(
+        "file\tkind\tgz_bytes\ttar_bytes\trecipe_bytes\trecipe_%\tanalyze_MB/s\trebuild_MB/s\tok"
+    );
     for f in files.iter().filter(|f| is_gzip(f)) {
         let gz_len = std::fs::metadata(f).unwrap().len();
         let mut orig = Sha256::new();
@@ -84,7 +86,12 @@ fn main() {
         let mb = tar_len as f64 / 1e6;
         println!(
             "{}\t{}\t{}\t{}\t{}\t{:.3}\t{:.1}\t{:.1}\t{}",
-            f.file_name().unwrap().to_string_lossy().chars().take(12).collect::<String>(),
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .chars()
+                .take(12)
+                .collect::<String>(),
             recipe_kind(&recipe),
             gz_len,
             tar_len,
@@ -92,7 +99,11 @@ fn main() {
             rbytes as f64 * 100.0 / gz_len as f64,
             mb / ta,
             mb / tr,
-            if ok { "ok".to_string() } else { format!("FAILED {res:?}") }
+            if ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED {res:?}")
+            }
         );
     }
     let _ = std::fs::remove_file(&tmp);

@@ -61,7 +61,8 @@ impl Candidate {
 
     fn predict(&mut self, off: usize, n: usize) {
         self.scratch.clear();
-        self.model.predict(&self.buf[off..off + n], &mut self.scratch);
+        self.model
+            .predict(&self.buf[off..off + n], &mut self.scratch);
         self.diff.predicted(&self.scratch);
     }
 
@@ -81,9 +82,14 @@ impl Candidate {
             self.predict(0, n);
             self.buf.clear();
         }
+        self.scratch.clear();
+        self.model.finish(&mut self.scratch);
+        self.diff.predicted(&self.scratch);
         self.drain();
         if !self.pending.is_empty() {
-            return Err(RecipeError::mismatch("tokens left after the stream's plaintext"));
+            return Err(RecipeError::mismatch(
+                "tokens left after the stream's plaintext",
+            ));
         }
         self.diff.finish_stream()?;
         self.model = self.spec.build();
@@ -112,18 +118,21 @@ struct Analyzer<W: Write> {
     /// built the header from the first chunk only).
     snaps: Vec<(u64, Freqs)>,
     /// Next chunk boundaries to snapshot at, per boundary scheme.
-    bounds: [u64; 2],
+    bounds: [u64; 1 + PGZIP_SEGMENTS.len()],
 }
 
-/// klauspost writes 65535-byte chunks; pgzip restarts them every MiB.
+/// klauspost writes 65535-byte chunks; pgzip restarts them every block.
 const CHUNK: u64 = 65535;
-const PGZIP_SEGMENT: u64 = 1 << 20;
+/// pgzip block sizes seen in practice (1 MiB default, umoci uses 256 KiB).
+pub(crate) const PGZIP_SEGMENTS: [u64; 4] = [1 << 20, 256 << 10, 512 << 10, 128 << 10];
 
-fn next_bounds(pos: u64) -> [u64; 2] {
-    let plain = (pos / CHUNK + 1) * CHUNK;
-    let seg = pos / PGZIP_SEGMENT * PGZIP_SEGMENT;
-    let pg = (seg + ((pos - seg) / CHUNK + 1) * CHUNK).min(seg + PGZIP_SEGMENT);
-    [plain, pg]
+fn next_bounds(pos: u64) -> [u64; 1 + PGZIP_SEGMENTS.len()] {
+    let mut out = [(pos / CHUNK + 1) * CHUNK; 1 + PGZIP_SEGMENTS.len()];
+    for (o, &size) in out[1..].iter_mut().zip(PGZIP_SEGMENTS.iter()) {
+        let seg = pos / size * size;
+        *o = (seg + ((pos - seg) / CHUNK + 1) * CHUNK).min(seg + size);
+    }
+    out
 }
 
 impl<W: Write> Analyzer<W> {
@@ -153,9 +162,12 @@ impl<W: Write> Sink for Analyzer<W> {
         self.out.write_all(plain)?;
         self.crc.update(plain);
         self.total += plain.len() as u64;
-        if matches!(self.head.as_ref().map(|h| &h.kind), Some(BlockKind::Dynamic(_))) {
+        if matches!(
+            self.head.as_ref().map(|h| &h.kind),
+            Some(BlockKind::Dynamic(_))
+        ) {
             for &t in tokens {
-                if self.pos >= self.bounds[0].min(self.bounds[1]) {
+                if self.pos >= *self.bounds.iter().min().unwrap_or(&u64::MAX) {
                     for b in self.bounds.iter_mut() {
                         if self.pos >= *b {
                             if self.ntok > 0 && !self.snaps.iter().any(|s| s.0 == self.ntok) {
@@ -256,7 +268,7 @@ pub fn analyze_with<R: Read, W: Write>(
         pos: 0,
         ntok: 0,
         snaps: Vec::new(),
-        bounds: [0; 2],
+        bounds: [0; 1 + PGZIP_SEGMENTS.len()],
     };
     let mut members = Vec::new();
     let mut first = true;

@@ -67,7 +67,6 @@ pub struct DiffEncoder {
     pub out: Vec<u8>,
     /// Explicit tokens written so far (a cost measure).
     pub explicit: u64,
-    pa: u64,
 }
 
 impl DiffEncoder {
@@ -92,7 +91,6 @@ impl DiffEncoder {
                     self.close_record();
                 }
                 self.ok += 1;
-                self.pa += span as u64;
                 self.pred.pop_front();
                 self.pred_span -= span;
                 return true;
@@ -101,13 +99,9 @@ impl DiffEncoder {
         if self.pred_span < self.d + span {
             return false;
         }
-        if self.explicit < 12 && std::env::var("DBG").is_ok() {
-            eprintln!("mismatch at pos {} d {}: actual {:?} span {} predicted {:?}", self.pa, self.d, (a.raw_len(), a.dist()), span, self.pred.iter().take(3).map(|p| (p.raw_len(), p.dist())).collect::<Vec<_>>());
-        }
         self.exp.push(a);
         self.explicit += 1;
         self.d += span;
-        self.pa += span as u64;
         while self.d > 0 {
             let p = self.pred.pop_front().expect("span accounted");
             let s = p.span() as i64;
@@ -199,7 +193,9 @@ impl DiffDecoder {
                 self.d += t.span() as i64;
                 while self.d > 0 {
                     let Some(p) = self.pred.pop_front() else {
-                        return Err(RecipeError::recipe("explicit tokens run past the predictions"));
+                        return Err(RecipeError::recipe(
+                            "explicit tokens run past the predictions",
+                        ));
                     };
                     let s = p.span() as i64;
                     self.pred_span -= s;

@@ -53,8 +53,11 @@ pub const GO_FILLED: u8 = 2;
 /// Go/klauspost literal-only blocks (`writeBlockHuff`): 257 + 1 lengths.
 pub const GO_HUFF: u8 = 3;
 
+/// zlib / GNU gzip trees.c.
+pub const ZLIB: u8 = 4;
+
 /// Builder ids this crate knows, most common first.
-const BUILDERS: &[u8] = &[GO_TRIMMED, GO_FILLED, GO_HUFF];
+const BUILDERS: &[u8] = &[GO_TRIMMED, ZLIB, GO_FILLED, GO_HUFF];
 
 /// Build the header a given builder would write.
 pub fn build(id: u8, f: &Freqs) -> Option<DynHeader> {
@@ -86,6 +89,7 @@ pub fn build(id: u8, f: &Freqs) -> Option<DynHeader> {
             let ll = go_lengths(&lit[..257], 15);
             Some(go_header(&ll, &[1]))
         }
+        ZLIB => Some(crate::hdr_zlib::zlib_header(&lit, &f.dist)),
         _ => None,
     }
 }
@@ -130,7 +134,6 @@ pub fn go_lengths(freq: &[u32], max_bits: i32) -> Vec<u8> {
 
 #[derive(Clone, Copy, Default)]
 struct Level {
-    level: i32,
     last_freq: i32,
     next_char_freq: i32,
     next_pair_freq: i32,
@@ -153,7 +156,6 @@ fn bit_counts(list: &[(u32, u16)], max_bits: i32) -> Vec<i32> {
     let (l2f, l1f, l0f) = (freq(2), freq(1), freq(0).wrapping_add(freq(1)));
     for level in 1..=max_bits {
         levels[level] = Level {
-            level: level as i32,
             last_freq: l1f,
             next_char_freq: l2f,
             next_pair_freq: if level == 1 { i32::MAX } else { l0f },
@@ -208,7 +210,7 @@ fn bit_counts(list: &[(u32, u16)], max_bits: i32) -> Vec<i32> {
 /// Go's header: code-length runs over the concatenated lengths
 /// (`generateCodegen`), code-length code from Go's builder limited to 7
 /// bits, HCLEN trimmed in transmission order (minimum 4).
-fn go_header(lit: &[u8], dist: &[u8]) -> DynHeader {
+pub(crate) fn go_header(lit: &[u8], dist: &[u8]) -> DynHeader {
     let all: Vec<u8> = lit.iter().chain(dist.iter()).copied().collect();
     let mut rle: Vec<(u8, u8)> = Vec::new();
     let mut cl_freq = [0u32; 19];

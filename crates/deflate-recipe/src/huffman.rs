@@ -252,9 +252,18 @@ mod tests {
     #[test]
     fn length_checks() {
         assert_eq!(check_lengths(&[1, 0, 0], true), Ok(()));
-        assert_eq!(check_lengths(&[1, 0, 0], false), Err(CodeProblem::Incomplete));
-        assert_eq!(check_lengths(&[1, 1, 1], true), Err(CodeProblem::OverSubscribed));
-        assert_eq!(check_lengths(&[2, 2, 2], true), Err(CodeProblem::Incomplete));
+        assert_eq!(
+            check_lengths(&[1, 0, 0], false),
+            Err(CodeProblem::Incomplete)
+        );
+        assert_eq!(
+            check_lengths(&[1, 1, 1], true),
+            Err(CodeProblem::OverSubscribed)
+        );
+        assert_eq!(
+            check_lengths(&[2, 2, 2], true),
+            Err(CodeProblem::Incomplete)
+        );
         assert_eq!(check_lengths(&[1, 2, 2], true), Ok(()));
         assert_eq!(check_lengths(&[0, 0], true), Ok(()));
     }

@@ -181,7 +181,8 @@ impl Inflater {
                     ));
                 }
                 let d = DIST_BASE[dsym] as usize + br.bits(DIST_EXTRA[dsym] as u32)? as usize;
-                let have = (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
+                let have =
+                    (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
                 if d > have {
                     return Err(RecipeError::deflate(
                         at,
@@ -256,7 +257,10 @@ fn read_dyn_header<R: Read>(br: &mut BitReader<R>) -> Result<(DynHeader, Vec<u8>
             0..=15 => (0, 1, sym),
             16 => {
                 let Some(&prev) = all.last() else {
-                    return Err(RecipeError::deflate(here, "length repeat with no previous length"));
+                    return Err(RecipeError::deflate(
+                        here,
+                        "length repeat with no previous length",
+                    ));
                 };
                 let e = br.bits(2)?;
                 (e, 3 + e, prev)
@@ -271,7 +275,10 @@ fn read_dyn_header<R: Read>(br: &mut BitReader<R>) -> Result<(DynHeader, Vec<u8>
             }
         };
         if all.len() + count as usize > n {
-            return Err(RecipeError::deflate(here, "code-length repeat runs past the end"));
+            return Err(RecipeError::deflate(
+                here,
+                "code-length repeat runs past the end",
+            ));
         }
         all.extend(std::iter::repeat_n(val, count as usize));
         rle.push((sym, extra as u8));
@@ -287,7 +294,10 @@ fn read_dyn_header<R: Read>(br: &mut BitReader<R>) -> Result<(DynHeader, Vec<u8>
         ));
     }
     if let Err(p) = check_lengths(&dist, true) {
-        return Err(RecipeError::deflate(at, format!("{} distance code", problem(p))));
+        return Err(RecipeError::deflate(
+            at,
+            format!("{} distance code", problem(p)),
+        ));
     }
     Ok((
         DynHeader {

@@ -16,6 +16,7 @@ mod bits;
 mod diff;
 mod error;
 mod gzip;
+mod hdr_zlib;
 mod hdrpred;
 mod huffman;
 mod inflate;
@@ -46,7 +47,9 @@ pub fn analyze_gzip_with<R: Read, W: Write>(
     candidates: &[ModelSpec],
 ) -> Result<Recipe, RecipeError> {
     if candidates.is_empty() {
-        return Err(RecipeError::InvalidRecipe("no candidate model given".into()));
+        return Err(RecipeError::InvalidRecipe(
+            "no candidate model given".into(),
+        ));
     }
     analyze::analyze_with(gz, plain_out, candidates)
 }
@@ -65,3 +68,6 @@ pub fn rebuild_gzip<R: Read, W: Write>(
 pub fn recipe_kind(recipe: &Recipe) -> &str {
     recipe.model().name()
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,7 +42,9 @@ impl<R: Read> Plain<'_, R> {
             self.buf.truncate(old + n);
             self.crc.update(&self.buf[old..]);
             if n == 0 {
-                return Err(RecipeError::mismatch("plaintext shorter than the recipe says"));
+                return Err(RecipeError::mismatch(
+                    "plaintext shorter than the recipe says",
+                ));
             }
         }
         Ok(())
@@ -99,6 +101,9 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
                             ));
                         }
                         self.dec.pred_exhausted = true;
+                        self.scratch.clear();
+                        self.model.finish(&mut self.scratch);
+                        self.dec.predicted(&self.scratch);
                         continue;
                     }
                     let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
@@ -272,7 +277,9 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                     }
                 }
                 if toks.pa != len {
-                    return Err(RecipeError::mismatch("blocks end before the member's plaintext"));
+                    return Err(RecipeError::mismatch(
+                        "blocks end before the member's plaintext",
+                    ));
                 }
                 toks.plain.ensure(len)?;
                 let crc = toks.plain.crc;
@@ -294,7 +301,9 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
     }
     let mut extra = [0u8; 1];
     if plain.read(&mut extra)? != 0 {
-        return Err(RecipeError::mismatch("plaintext longer than the recipe says"));
+        return Err(RecipeError::mismatch(
+            "plaintext longer than the recipe says",
+        ));
     }
     bw.finish()?;
     Ok(())

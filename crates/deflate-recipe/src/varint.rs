@@ -42,7 +42,9 @@ impl<R: Read> ByteReader<R> {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(RecipeError::recipe(format!("cannot decompress recipe stream: {e}")))
+                    return Err(RecipeError::recipe(format!(
+                        "cannot decompress recipe stream: {e}"
+                    )))
                 }
             }
         };

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use crate::bits::BitWriter;
 use crate::error::{RecipeError, Result};
-use crate::huffman::{codes, dist_code, fixed_dist_lengths, fixed_lit_lengths, CL_ORDER, DIST_BASE, DIST_EXTRA};
+use crate::huffman::{
+    codes, dist_code, fixed_dist_lengths, fixed_lit_lengths, CL_ORDER, DIST_BASE, DIST_EXTRA,
+};
 use crate::tokens::{len_symbol, BlockHead, BlockKind, DynHeader, Token};
 
 /// Precomputed code tables for one block.
@@ -33,7 +35,11 @@ impl Codes {
 /// Write one block: header, tokens (or stored bytes) and end-of-block code.
 ///
 /// For stored blocks the tokens must be literals covering exactly `len` bytes.
-pub fn write_block<W: Write>(bw: &mut BitWriter<W>, head: &BlockHead, tokens: &[Token]) -> Result<()> {
+pub fn write_block<W: Write>(
+    bw: &mut BitWriter<W>,
+    head: &BlockHead,
+    tokens: &[Token],
+) -> Result<()> {
     bw.put(head.last as u32, 1);
     match &head.kind {
         BlockKind::Stored { len, pad } => {
@@ -42,7 +48,9 @@ pub fn write_block<W: Write>(bw: &mut BitWriter<W>, head: &BlockHead, tokens: &[
             bw.put(*len as u32, 16);
             bw.put(!*len as u32 & 0xffff, 16);
             if tokens.len() != *len as usize || tokens.iter().any(|t| !t.is_lit()) {
-                return Err(RecipeError::mismatch("stored block tokens are not its bytes"));
+                return Err(RecipeError::mismatch(
+                    "stored block tokens are not its bytes",
+                ));
             }
             let bytes: Vec<u8> = tokens.iter().map(|t| t.raw_len() as u8).collect();
             bw.bytes(&bytes)?;

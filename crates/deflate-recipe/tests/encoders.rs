@@ -20,7 +20,11 @@ fn flate2_levels() {
         for level in [0, 1, 6, 9] {
             let gz = flate2_gz(&data, level);
             let r = roundtrip(&gz, &data);
-            eprintln!("flate2 -{level} len {len}: {} {:.2}%", recipe_kind(&r), pct(&r, &gz));
+            eprintln!(
+                "flate2 -{level} len {len}: {} {:.2}%",
+                recipe_kind(&r),
+                pct(&r, &gz)
+            );
         }
     }
 }
@@ -49,7 +53,11 @@ fn python_zlib_levels() {
             return skip("python3");
         };
         let r = roundtrip(&gz, &data);
-        eprintln!("python zlib -{level}: {} {:.2}%", recipe_kind(&r), pct(&r, &gz));
+        eprintln!(
+            "python zlib -{level}: {} {:.2}%",
+            recipe_kind(&r),
+            pct(&r, &gz)
+        );
     }
 }
 

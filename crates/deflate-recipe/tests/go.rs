@@ -49,14 +49,23 @@ fn pgzip_default_level() {
             return skip("go toolchain with klauspost/pgzip (apt-get install golang-1.19-go golang-github-klauspost-pgzip-dev)");
         };
         let r = roundtrip(&gz, &data);
-        eprintln!("pgzip default len {len}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+        eprintln!(
+            "pgzip default len {len}: {} {:.3}%",
+            recipe_kind(&r),
+            pct(&r, &gz)
+        );
     }
 }
 
 #[test]
 fn pgzip_levels_and_block_sizes() {
     let data = sample(600_000, 9);
-    for args in [["pgzip", "1", "1048576"], ["pgzip", "6", "1048576"], ["pgzip", "9", "1048576"], ["pgzip", "5", "100000"]] {
+    for args in [
+        ["pgzip", "1", "1048576"],
+        ["pgzip", "6", "1048576"],
+        ["pgzip", "9", "1048576"],
+        ["pgzip", "5", "100000"],
+    ] {
         let Some(gz) = go_gzip(&args, &data) else {
             return skip("go toolchain with klauspost/pgzip");
         };

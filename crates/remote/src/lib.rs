@@ -43,7 +43,7 @@ pub enum RemoteError {
     #[error("{url}: not found (check the repository name and tag)")]
     NotFound { url: String },
     /// The registry (or its token service) refused us, after fresh credentials.
-    #[error("unauthorized: {registry} denied access{}: {detail}", .repository.as_ref().map(|r| format!(" to repository {r}")).unwrap_or_default())]
+    #[error("unauthorized: {registry}: access denied{}: {detail}", .repository.as_ref().map(|r| format!(" to repository {r}")).unwrap_or_default())]
     Unauthorized {
         registry: String,
         repository: Option<String>,
@@ -196,6 +196,7 @@ impl RegistryClient {
             .unwrap_or_else(|| format!("stowage/{}", env!("CARGO_PKG_VERSION")));
         let mut clients = tls::Clients::new(&user_agent);
         let mut endpoints = Vec::new();
+        let mut warned: Vec<String> = Vec::new();
         for config in configs {
             let http = clients.get(&config)?;
             let mut headers = HeaderMap::new();
@@ -216,7 +217,10 @@ impl RegistryClient {
                     };
                     names.iter().find_map(|n| {
                         if let Some(w) = d.helper_warning(n) {
-                            tracing::warn!("{w}");
+                            if !warned.contains(&w) {
+                                tracing::warn!("{w}");
+                                warned.push(w);
+                            }
                         }
                         d.lookup(n).unwrap_or_else(|e| {
                             tracing::warn!("{e}");
@@ -307,7 +311,7 @@ impl RegistryClient {
         repository: &str,
         object: &str,
     ) -> Result<FetchedManifest, RemoteError> {
-        let url = format!("{}/{}/manifests/{}", ep.base, repository, object);
+        let url = self.url(ep, repository, "manifests", object);
         let resp = self.send(ep, repository, "pull", &url, |c| {
             c.get(&url).header(ACCEPT, MANIFEST_ACCEPT.join(", "))
         })?;
@@ -360,7 +364,7 @@ impl RegistryClient {
     ) -> Result<BlobReader, RemoteError> {
         let what = format!("blob {digest}");
         self.each(&what, Need::Pull, |ep| {
-            let url = format!("{}/{}/blobs/{}", ep.base, repository, digest);
+            let url = self.url(ep, repository, "blobs", &digest.to_string());
             let resp = self.send(ep, repository, "pull", &url, |c| {
                 let r = c.get(&url);
                 if offset > 0 {
@@ -413,13 +417,24 @@ impl RegistryClient {
     pub fn head_blob(&self, repository: &str, digest: &Digest) -> Result<Option<u64>, RemoteError> {
         let what = format!("blob {digest}");
         match self.each(&what, Need::Pull, |ep| {
-            let url = format!("{}/{}/blobs/{}", ep.base, repository, digest);
+            let url = self.url(ep, repository, "blobs", &digest.to_string());
             self.send(ep, repository, "pull", &url, |c| c.head(&url))
         }) {
             Ok(r) => Ok(r.content_length()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `BASE/REPO/KIND/OBJECT`; mirrors also get `?ns=REGISTRY`, as
+    /// containerd sends it, so a mirror serving several registries knows which.
+    fn url(&self, ep: &Endpoint, repository: &str, kind: &str, object: &str) -> String {
+        let mut url = format!("{}/{repository}/{kind}/{object}", ep.base);
+        if ep.config.mirror {
+            url.push_str("?ns=");
+            url.push_str(&self.registry);
+        }
+        url
     }
 
     /// Run `f` against each endpoint allowed to serve `need`, in order, until

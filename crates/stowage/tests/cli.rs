@@ -95,12 +95,12 @@ fn images_inspect_tag_rm() {
     for (i, l) in layers.iter().enumerate() {
         assert_eq!(l["digest"], pushed.layers[i]);
         assert_eq!(l["diffID"], pushed.diff_ids[i]);
-        assert_eq!(l["forms"], serde_json::json!(["blob", "snapshot"]));
+        assert_eq!(l["forms"], serde_json::json!(["blob", "snapshot", "tar-split"]));
     }
     assert_eq!(doc["configDigest"], pushed.config);
     assert_eq!(doc["origin"]["repository"], "test/cli");
     let human = stowage(&root, &["inspect", &img]).ok().stdout();
-    assert!(human.contains("blob+snapshot"), "{human}");
+    assert!(human.contains("blob+snapshot+tar-split"), "{human}");
 
     stowage(&root, &["tag", &img, "example.com/renamed:v2"]).ok();
     let names = stowage(&root, &["images", "-q"]).ok().stdout();
@@ -177,7 +177,7 @@ fn discard_policy_keeps_snapshots_only_from_flag_and_config_files() {
             .json();
         assert_eq!(doc["policy"], "discard");
         for (i, l) in doc["layers"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(l["forms"], serde_json::json!(["snapshot"]), "{l}");
+            assert_eq!(l["forms"], serde_json::json!(["snapshot", "tar-split"]), "{l}");
             assert!(
                 l["blobDropped"].as_str().unwrap().contains("discard"),
                 "{l}"
@@ -187,8 +187,9 @@ fn discard_policy_keeps_snapshots_only_from_flag_and_config_files() {
                 .join(&pushed.layers[i][7..])
                 .exists());
         }
-        // index/manifest + config stay: they are what makes it an image.
-        assert_eq!(blob_count(root), 2);
+        // index/manifest + config stay (they are what makes it an image),
+        // and one small tar-split per layer.
+        assert_eq!(blob_count(root), 2 + pushed.layers.len());
         let out = root.with_extension("rootfs");
         stowage(root, &["unpack", &img, out.to_str().unwrap()]).ok();
         assert_eq!(std::fs::read(out.join("top")).unwrap(), b"top");

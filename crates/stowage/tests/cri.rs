@@ -74,9 +74,15 @@ impl Server {
         let mut cmd = Command::new(common::bin());
         cmd.arg("--root").arg(&root).args(["--log-level", "info"]);
         if let Some(c) = config {
-            let p = dir.join("stowage.toml");
+            // A containerd config.toml has [plugins]; anything else is a stowage.toml.
+            let (file, flag) = if c.contains("[plugins") {
+                ("containerd.toml", "--containerd-config")
+            } else {
+                ("stowage.toml", "--config")
+            };
+            let p = dir.join(file);
             std::fs::write(&p, c).unwrap();
-            cmd.arg("--config").arg(p);
+            cmd.arg(flag).arg(p);
         }
         cmd.arg("serve")
             .arg("--cri-socket")
@@ -556,6 +562,34 @@ fn cri_pull_list_status_fsinfo_remove_and_the_cli_agrees() {
     }
     assert!(info["imageSpec"]["rootfs"]["diff_ids"].is_array());
 
+    // A multi-platform image whose host manifest is this very image: one CRI
+    // image (one id) with two tags; its repo digest is the index's digest.
+    let (index_digest, index) = registry_manifest(&reg, "corpus/multi", "latest");
+    let host = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == common::push::host_arch());
+    if host.is_some_and(|m| m["digest"] == manifest_digest.as_str()) {
+        let multi = format!("{reg}/corpus/multi:latest");
+        let r = s.ok(&["pull", &multi]);
+        assert_eq!(r["image_ref"], config_digest.as_str());
+        let images = s.images();
+        assert_eq!(images.len(), 1, "{images:#?}");
+        assert_eq!(images[0]["repo_tags"], serde_json::json!([image, multi]));
+        assert_eq!(
+            images[0]["repo_digests"],
+            serde_json::json!([
+                format!("{reg}/corpus/debian-min@{manifest_digest}"),
+                format!("{reg}/corpus/multi@{index_digest}")
+            ])
+        );
+        let st = s.ok(&["status", &format!("{reg}/corpus/multi@{index_digest}")]);
+        assert_eq!(st["image"]["id"], config_digest.as_str());
+    } else {
+        eprintln!("corpus/multi has no {} manifest equal to corpus/debian-min: multi-platform check skipped", common::push::host_arch());
+    }
+
     // ImageFsInfo: what snapshots/ and blobs/ take, counted independently here.
     let fs = s.ok(&["fsinfo"]);
     let fss = fs["image_filesystems"].as_array().unwrap();
@@ -782,6 +816,33 @@ fn cri_concurrent_pulls_share_one_download() {
         std::fs::read(dir.path().join("rootfs/data/b.bin")).unwrap(),
         noise(33, 120_000)
     );
+
+    // SIGTERM drains: a pull in flight finishes and answers, then the server
+    // exits 0; the image is there for the CLI.
+    let small3 = push_small(&reg, "test/cri-shared", "v3", 35);
+    let image3 = format!("{}/test/cri-shared:v3", proxy.addr);
+    let bg = s
+        .client()
+        .args(["pull", &image3])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the third pull to start", Duration::from_secs(20), || {
+        s.log().matches("pull started").count() == 3
+    });
+    let (root, socket) = (s.root.clone(), s.socket.clone());
+    let (st, log) = s.terminate();
+    assert!(st.success(), "SIGTERM exit {st}:\n{log}");
+    let signalled = log.find("SIGTERM").expect("SIGTERM logged");
+    let finished = log.rfind("pull finished").expect("pull finished logged");
+    assert!(signalled < finished, "drained after the signal:\n{log}");
+    let out = bg.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["result"]["image_ref"], small3.config.as_str());
+    assert!(!socket.exists());
+    let names = stowage(&root, &["images", "-q"]).ok().stdout();
+    assert!(names.contains("test/cri-shared:v3"), "{names}");
 }
 
 /// A pull with no progress for image_pull_progress_timeout fails with
@@ -840,6 +901,55 @@ fn cri_pull_timeout_and_cancellation() {
     proxy.set(Mode::Pass);
     let r = s.ok(&["pull", &image]);
     assert_eq!(r["image_ref"], small.config.as_str());
+    let (st, log) = s.terminate();
+    assert!(st.success(), "{log}");
+}
+
+/// containerd's `discard_unpacked_layers` (from a containerd config.toml)
+/// applies to CRI pulls, and the verbose status says which forms each layer
+/// keeps and why the blob is gone.
+#[test]
+fn cri_pull_follows_containerd_discard_unpacked_layers() {
+    let Some(reg) = registry() else { return };
+    let small = push_small(&reg, "test/cri-discard", "v1", 51);
+    let dir = scratch();
+    let config =
+        "version = 3\n[plugins.'io.containerd.cri.v1.images']\ndiscard_unpacked_layers = true\n";
+    let s = Server::start(dir.path(), Some(config), &[]);
+    let image = format!("{reg}/test/cri-discard:v1");
+    assert_eq!(s.ok(&["pull", &image])["image_ref"], small.config.as_str());
+    let v = s.call(&["status", "--verbose", &image]);
+    let info = &v["info"]["info"];
+    assert_eq!(info["policy"], "discard", "{v:#}");
+    let layers = info["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        let forms: Vec<&str> = l["forms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["form"].as_str().unwrap())
+            .collect();
+        assert!(
+            forms.contains(&"snapshot") && !forms.contains(&"blob"),
+            "{l:#}"
+        );
+        assert!(
+            l["dropped"]["blob"]
+                .as_str()
+                .unwrap_or("")
+                .contains("discard"),
+            "{l:#}"
+        );
+        assert!(!s
+            .root
+            .join("blobs/sha256")
+            .join(&l["digest"].as_str().unwrap()[7..])
+            .exists());
+    }
+    // The size kubelet sees is still the image's content size.
+    let img = &s.images()[0];
+    assert!(img["size"].as_str().unwrap().parse::<u64>().unwrap() > 270_000);
     let (st, log) = s.terminate();
     assert!(st.success(), "{log}");
 }

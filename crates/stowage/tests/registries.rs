@@ -11,7 +11,7 @@
 mod common;
 use common::push::{push_image, tarb::Tar};
 use common::{registry, scratch};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -428,6 +428,7 @@ struct TokenServer {
 
 const SERVICE: &str = "stowage-test-registry";
 const ISSUER: &str = "stowage-test-issuer";
+const IDENTITY_TOKEN: &str = "identity-Tok3n-quux";
 
 fn token_server(dir: &Path) -> TokenServer {
     std::fs::create_dir_all(dir).unwrap();
@@ -517,6 +518,7 @@ fn serve_token(
     r.read_line(&mut line)?;
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut authz = None;
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         r.read_line(&mut h)?;
@@ -527,29 +529,51 @@ fn serve_token(
             if k.eq_ignore_ascii_case("authorization") {
                 authz = Some(v.trim().to_string());
             }
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
         }
     }
+    // GET with the parameters in the query, or an OAuth2 POST form
+    // (grant_type=refresh_token, for identity tokens).
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body)?;
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let form = String::from_utf8_lossy(&body).into_owned();
     let mut scope = String::new();
     let mut service = String::new();
-    for kv in query.split('&') {
+    let mut refresh = None;
+    for kv in query.split('&').chain(form.split('&')) {
         if let Some((k, v)) = kv.split_once('=') {
             match k {
                 "scope" => scope = url_decode(v),
                 "service" => service = url_decode(v),
+                "refresh_token" => refresh = Some(url_decode(v)),
                 _ => {}
             }
         }
     }
     let good = format!("Basic {}", b64(format!("{USER}:{PASS}").as_bytes(), false));
-    let who = match &authz {
-        None => "anonymous",
-        Some(a) if *a == good => USER,
-        Some(_) => "refused",
+    let who = match (&authz, &refresh) {
+        (_, Some(t)) if t == IDENTITY_TOKEN => USER,
+        (_, Some(_)) => "refused",
+        (None, None) => "anonymous",
+        (Some(a), None) if *a == good => USER,
+        (Some(_), None) => "refused",
+    };
+    let who = if refresh.is_some() && who == USER {
+        "alice-by-identity-token"
+    } else {
+        who
     };
     log.lock()
         .unwrap()
         .push(format!("scope={scope} service={service} user={who}"));
+    let who = if who == "alice-by-identity-token" {
+        USER
+    } else {
+        who
+    };
     if who == "refused" {
         let body = r#"{"details":"invalid username or password"}"#;
         write!(
@@ -621,12 +645,12 @@ fn basic_auth_with_creds_flag_never_shows_the_password() {
     let docker = w.docker_dir("docker-empty");
     let img = image(&auth.addr);
 
-    // Right credentials; debug logging on, and still no secret anywhere.
+    // Right credentials; trace logging on, and still no secret anywhere.
     let root = w.path().join("store-ok");
     let creds = format!("{USER}:{PASS}");
     let r = cmd(&[
         "--log-level",
-        "debug",
+        "trace",
         "pull",
         "--plain-http",
         "-q",
@@ -735,6 +759,13 @@ fn credentials_from_docker_config_json() {
         .fails();
     assert!(r.stderr().contains("unauthorized"), "{}", r.stderr());
     assert_no_secret(&r, &[WRONG]);
+
+    // --creds comes before config.json.
+    let creds = format!("{USER}:{PASS}");
+    let r = cmd(&["pull", "--plain-http", "-q", "--creds", &creds, &img])
+        .run(&w.path().join("store-c"), &docker)
+        .ok();
+    assert_eq!(r.stdout().trim(), w.digest);
 }
 
 #[test]
@@ -792,6 +823,7 @@ fn login_then_pull_then_logout() {
         r.stderr()
     );
     assert_no_secret(&r, &[WRONG]);
+    eprintln!("--- expected failure:\n{}", r.stderr());
     assert_eq!(std::fs::read(&cfg).unwrap(), before);
 
     // Right password: written as docker does, other keys kept, mode 0600.
@@ -867,7 +899,7 @@ fn bearer_tokens_from_a_token_service() {
     let creds = format!("{USER}:{PASS}");
     let r = cmd(&[
         "--log-level",
-        "debug",
+        "trace",
         "pull",
         "--plain-http",
         "-q",
@@ -895,7 +927,10 @@ fn bearer_tokens_from_a_token_service() {
     let err = r.stderr();
     eprintln!("--- expected failure:\n{err}");
     assert!(
-        err.contains("unauthorized") && err.contains(&reg.addr) && err.contains(REPO),
+        err.contains("access denied")
+            && err.contains("unauthorized")
+            && err.contains(&reg.addr)
+            && err.contains(REPO),
         "{err}"
     );
     assert!(ts
@@ -917,6 +952,25 @@ fn bearer_tokens_from_a_token_service() {
         "{err}"
     );
     assert_no_secret(&r, &[WRONG]);
+
+    // An identity token in config.json: the OAuth2 refresh-token grant.
+    let ident = w.docker_dir("docker-ident");
+    write(
+        &ident.join("config.json"),
+        &serde_json::json!({"auths": {reg.addr.clone(): {"auth": "", "identitytoken": IDENTITY_TOKEN}}})
+            .to_string(),
+    );
+    let r = cmd(&["pull", "--plain-http", "-q", &img])
+        .run(&w.path().join("store-ident"), &ident)
+        .ok();
+    assert_eq!(r.stdout().trim(), w.digest);
+    assert_no_secret(&r, &[IDENTITY_TOKEN]);
+    assert!(ts
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.ends_with("user=alice-by-identity-token")));
 
     // login against the token service (no scope), then pull from config.json.
     let hosts = w.path().join("certs.d");
@@ -1012,9 +1066,12 @@ fn tls_with_ca_skip_verify_and_client_certificates() {
     );
     let conf = w.path().join("mtls-none.toml");
     stowage_toml(&conf, &hosts);
-    cmd(&["--config", conf.to_str().unwrap(), "pull", "-q", &img])
+    let r = cmd(&["--config", conf.to_str().unwrap(), "pull", "-q", &img])
         .run(&w.path().join("store-mtls-none"), &docker)
         .fails();
+    let err = r.stderr();
+    eprintln!("--- expected failure:\n{err}");
+    assert!(err.contains(&mtls.addr), "{err}");
     hosts_toml(
         &hosts,
         &mtls.addr,
@@ -1103,6 +1160,10 @@ fn mirror_first_then_origin() {
     assert!(
         mirror_log.contains(&format!("/v2/{REPO}/manifests/v1")),
         "the mirror was not asked first:\n{mirror_log}"
+    );
+    assert!(
+        mirror_log.contains(&format!("ns={}", w.seed.addr)),
+        "mirror requests carry ?ns=REGISTRY as containerd sends it:\n{mirror_log}"
     );
 
     // 3. A mirror without `resolve` is not asked for tags: with the origin

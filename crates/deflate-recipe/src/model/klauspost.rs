@@ -103,7 +103,13 @@ impl FastL5 {
             }
             let min_off = self.cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
             let cur = self.cur;
-            let fix = |v: i32| if v <= min_off { 0 } else { v - cur + MAX_MATCH_OFFSET };
+            let fix = |v: i32| {
+                if v <= min_off {
+                    0
+                } else {
+                    v - cur + MAX_MATCH_OFFSET
+                }
+            };
             for v in self.table.iter_mut() {
                 *v = fix(*v);
             }
@@ -191,7 +197,12 @@ impl FastL5 {
 
                 t = s_cand - cur;
                 if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(b, t) {
-                    l = match_len(b, s as usize + 4, t as usize + 4, (s as usize + 258).min(b.len())) + 4;
+                    l = match_len(
+                        b,
+                        s as usize + 4,
+                        t as usize + 4,
+                        (s as usize + 258).min(b.len()),
+                    ) + 4;
                     let l_cand = self.btable[nhl];
                     self.table[nhs] = next_s + cur;
                     self.put_long(nhl, next_s + cur);
@@ -251,7 +262,11 @@ impl FastL5 {
                 t -= 1;
                 l += 1;
             }
-            dst.extend(b[next_emit as usize..s as usize].iter().map(|&v| Token::lit(v)));
+            dst.extend(
+                b[next_emit as usize..s as usize]
+                    .iter()
+                    .map(|&v| Token::lit(v)),
+            );
             add_match_long(dst, l, (s - t) as u16);
             s += l;
             next_emit = s;
@@ -372,7 +387,8 @@ impl Model for KlauspostModel {
             // Keep the last `dict` bytes of this block for the next one.
             if chunk.len() >= self.dict {
                 self.tail.clear();
-                self.tail.extend_from_slice(&chunk[chunk.len() - self.dict..]);
+                self.tail
+                    .extend_from_slice(&chunk[chunk.len() - self.dict..]);
             } else {
                 self.tail.extend_from_slice(chunk);
                 let excess = self.tail.len().saturating_sub(self.dict);

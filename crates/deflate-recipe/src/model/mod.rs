@@ -6,12 +6,14 @@
 //! corrections in the recipe.
 
 mod klauspost;
+mod zlib;
 
 use crate::error::{RecipeError, Result};
 use crate::tokens::Token;
 use crate::varint::{self, ByteReader};
 
 pub use klauspost::KlauspostModel;
+pub use zlib::ZlibModel;
 
 /// A token predictor for one deflate stream.
 pub trait Model {
@@ -19,6 +21,8 @@ pub trait Model {
     fn next_chunk(&self) -> usize;
     /// Predict the tokens for `chunk`, the next bytes of the stream.
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>);
+    /// The stream ended: emit tokens still held back (lookahead).
+    fn finish(&mut self, _out: &mut Vec<Token>) {}
 }
 
 /// Identifies a model and its parameters; stored in the recipe.
@@ -36,6 +40,11 @@ pub enum ModelSpec {
         /// Bytes of the previous block used as dictionary.
         dict: u32,
     },
+    /// zlib (and GNU gzip's shared search) at a level 1..=9.
+    Zlib {
+        /// Compression level.
+        level: u8,
+    },
 }
 
 impl ModelSpec {
@@ -45,6 +54,7 @@ impl ModelSpec {
             ModelSpec::Literals => "tokens",
             ModelSpec::Klauspost { segment: 0, .. } => "model:klauspost-flate",
             ModelSpec::Klauspost { .. } => "model:pgzip",
+            ModelSpec::Zlib { .. } => "model:zlib",
         }
     }
 
@@ -57,6 +67,7 @@ impl ModelSpec {
                 segment,
                 dict,
             } => Box::new(KlauspostModel::new(level, segment, dict)),
+            ModelSpec::Zlib { level } => Box::new(ZlibModel::new(level)),
         }
     }
 
@@ -72,6 +83,10 @@ impl ModelSpec {
                 out.push(level);
                 varint::put(out, segment as u64);
                 varint::put(out, dict as u64);
+            }
+            ModelSpec::Zlib { level } => {
+                out.push(2);
+                out.push(level);
             }
         }
     }
@@ -92,20 +107,34 @@ impl ModelSpec {
                     dict,
                 }
             }
+            2 => {
+                let level = r.u8()?;
+                if !(1..=9).contains(&level) {
+                    return Err(RecipeError::recipe("bad zlib model level"));
+                }
+                ModelSpec::Zlib { level }
+            }
             k => return Err(RecipeError::recipe(format!("unknown model kind {k}"))),
         })
     }
 
     /// Candidate models tried on a stream's first bytes.
     pub fn candidates() -> Vec<ModelSpec> {
-        vec![
-            ModelSpec::Literals,
-            ModelSpec::Klauspost {
+        let mut v = vec![ModelSpec::Literals];
+        for seg in crate::analyze::PGZIP_SEGMENTS {
+            v.push(ModelSpec::Klauspost {
                 level: 5,
-                segment: 1 << 20,
+                segment: seg as u32,
                 dict: 16 << 10,
-            },
-        ]
+            });
+        }
+        v.push(ModelSpec::Klauspost {
+            level: 5,
+            segment: 0,
+            dict: 0,
+        });
+        v.extend((1..=9).map(|level| ModelSpec::Zlib { level }));
+        v
     }
 }
 

@@ -10,11 +10,36 @@ use stowage_deflate_recipe::{analyze_gzip, analyze_gzip_with, rebuild_gzip, Mode
 /// so matches of every length and distance show up.
 pub fn sample(len: usize, seed: u64) -> Vec<u8> {
     let words = [
-        "usr", "lib", "share", "bin", "etc", "drwxr-xr-x", "root", "0000644", "ustar", "\0\0\0\0",
-        "libc.so.6", "python3", "the", "of", "and", "config", "debian", "amd64", "#include", "{\n",
-        "}\n", "return", "int", "0x", "static", "const",
+        "usr",
+        "lib",
+        "share",
+        "bin",
+        "etc",
+        "drwxr-xr-x",
+        "root",
+        "0000644",
+        "ustar",
+        "\0\0\0\0",
+        "libc.so.6",
+        "python3",
+        "the",
+        "of",
+        "and",
+        "config",
+        "debian",
+        "amd64",
+        "#include",
+        "{\n",
+        "}\n",
+        "return",
+        "int",
+        "0x",
+        "static",
+        "const",
     ];
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
         s = s
             .wrapping_mul(6364136223846793005)

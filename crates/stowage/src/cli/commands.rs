@@ -159,8 +159,13 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 if has_snapshot {
                     kept.push("snapshot");
                 }
+                // A tar-split alone rebuilds the tar (the diffID), not the
+                // compressed blob; only a full recipe counts as the blob.
                 if forms.iter().any(|f| f.form == "recipe") {
-                    kept.push("recipe");
+                    match stowage::export::plan::layer_recipe(&store, &l.digest) {
+                        Some(r) if r.rebuilds_blob() => kept.push("recipe"),
+                        _ => kept.push("tar-split"),
+                    }
                 }
                 layers.push(json!({
                     "digest": l.digest, "mediaType": l.media_type, "size": l.size,

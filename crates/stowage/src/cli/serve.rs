@@ -2,9 +2,10 @@
 //! store. This file is the bridge: it gives the server stowage's pull and
 //! image resolution, and maps pull failures to gRPC status kinds.
 //!
-//! Plain HTTP: registries on loopback addresses (`localhost`, 127.0.0.0/8,
-//! `[::1]`) and those named with `--plain-http-registry HOST[:PORT]` are
-//! spoken to in plain HTTP; every other registry in HTTPS.
+//! Plain HTTP: registries named with `--plain-http-registry HOST[:PORT]`,
+//! and loopback registries (`localhost`, 127.0.0.0/8, `[::1]`) that have no
+//! `hosts.toml` directory under the registry `config_path`, are spoken to in
+//! plain HTTP; every other registry as its `hosts.toml` says, else HTTPS.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -38,8 +39,7 @@ impl StoreBackend {
         if !req.plain_http {
             return false;
         }
-        let listed = self.plain_http_registries.iter().any(|h| stowage_cri::plain_http(registry, std::slice::from_ref(h)))
-            && !stowage_cri::plain_http(registry, &[]);
+        let listed = stowage_cri::listed(registry, &self.plain_http_registries);
         listed
             || self
                 .hosts_dir

@@ -2,6 +2,7 @@
 //! stowage binary, a scratch filesystem, and tree comparison.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod proxy;
 pub mod push;
 pub mod tree;

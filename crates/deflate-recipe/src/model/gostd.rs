@@ -1,0 +1,268 @@
+//! Model of Go's standard library compress/flate (Go 1.7 – 1.26) levels
+//! 2–9: 4-byte hash chains over a 64 KiB window sliding by 32 KiB, minimum
+//! match 4 (a length-4 match only within 4096 bytes), greedy search with
+//! limited insertion for levels 2–3 and lazy evaluation for 4–9.
+//!
+//! Written from reading Go 1.19's deflate.go. Tokens do not depend on block
+//! boundaries (16384-token blocks), so the model runs over the whole stream.
+
+use super::Model;
+use crate::tokens::Token;
+
+const WINDOW: usize = 1 << 15;
+const WMASK: usize = WINDOW - 1;
+const MIN_MATCH: usize = 4;
+const MAX_MATCH: usize = 258;
+const HASH_BITS: u32 = 17;
+const HASH_MASK: usize = (1 << HASH_BITS) - 1;
+const HASHMUL: u32 = 0x1e35a7bd;
+const MAX_HASH_OFFSET: usize = 1 << 24;
+const SKIP_NEVER: usize = usize::MAX;
+
+/// (good, lazy, nice, chain, fast_skip_hashing) per level 2..=9.
+const LEVELS: [(usize, usize, usize, usize, usize); 10] = [
+    (0, 0, 0, 0, 0),
+    (0, 0, 0, 0, 0),
+    (4, 0, 16, 8, 5),
+    (4, 0, 32, 32, 6),
+    (4, 4, 16, 16, SKIP_NEVER),
+    (8, 16, 32, 32, SKIP_NEVER),
+    (8, 16, 128, 128, SKIP_NEVER),
+    (8, 32, 128, 256, SKIP_NEVER),
+    (32, 128, 258, 1024, SKIP_NEVER),
+    (32, 258, 258, 4096, SKIP_NEVER),
+];
+
+#[inline]
+fn hash4(b: &[u8]) -> usize {
+    (u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_mul(HASHMUL) >> (32 - HASH_BITS)) as usize
+}
+
+/// Go compress/flate levels 2–9 search state.
+pub struct GoStdModel {
+    lazy: usize,
+    nice: usize,
+    chain: usize,
+    skip: usize,
+    window: Vec<u8>,
+    window_end: usize,
+    index: usize,
+    hash_offset: usize,
+    head: Vec<u32>,
+    prev: Vec<u32>,
+    chain_head: isize,
+    length: usize,
+    offset: usize,
+    byte_available: bool,
+    input: Vec<u8>,
+    input_pos: usize,
+}
+
+impl GoStdModel {
+    /// New model for one stream at `level` 2..=9.
+    pub fn new(level: u8) -> Self {
+        let (_good, lazy, nice, chain, skip) = LEVELS[level.clamp(2, 9) as usize];
+        GoStdModel {
+            lazy,
+            nice,
+            chain,
+            skip,
+            window: vec![0; 2 * WINDOW],
+            window_end: 0,
+            index: 0,
+            hash_offset: 1,
+            head: vec![0; HASH_MASK + 1],
+            prev: vec![0; WINDOW],
+            chain_head: -1,
+            length: MIN_MATCH - 1,
+            offset: 0,
+            byte_available: false,
+            input: Vec::new(),
+            input_pos: 0,
+        }
+    }
+
+    /// Go's fillDeflate: slide when the index nears the end, then copy input.
+    fn fill(&mut self) {
+        if self.index >= 2 * WINDOW - (MIN_MATCH + MAX_MATCH) {
+            self.window.copy_within(WINDOW..2 * WINDOW, 0);
+            self.index -= WINDOW;
+            self.window_end -= WINDOW;
+            self.hash_offset += WINDOW;
+            if self.hash_offset > MAX_HASH_OFFSET {
+                let delta = self.hash_offset - 1;
+                self.hash_offset -= delta;
+                self.chain_head -= delta as isize;
+                for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
+                    *v = if *v as usize > delta { *v - delta as u32 } else { 0 };
+                }
+            }
+        }
+        let n = (2 * WINDOW - self.window_end).min(self.input.len() - self.input_pos);
+        self.window[self.window_end..self.window_end + n]
+            .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
+        self.window_end += n;
+        self.input_pos += n;
+        if self.input_pos > 1 << 16 {
+            self.input.drain(..self.input_pos);
+            self.input_pos = 0;
+        }
+    }
+
+    fn find_match(&self, pos: usize, prev_head: isize, lookahead: usize) -> Option<(usize, usize)> {
+        let look = MAX_MATCH.min(lookahead);
+        let win = &self.window[..pos + look];
+        let nice = look.min(self.nice);
+        let mut tries = self.chain;
+        let mut length = MIN_MATCH - 1;
+        let mut found = None;
+        let mut w_end = win[pos + length];
+        let min_index = pos as isize - WINDOW as isize;
+        let mut i = prev_head;
+        while tries > 0 {
+            let iu = i as usize;
+            if w_end == win[iu + length] {
+                let mut n = 0;
+                while n < look && win[iu + n] == win[pos + n] {
+                    n += 1;
+                }
+                if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
+                    length = n;
+                    found = Some((n, pos - iu));
+                    if n >= nice {
+                        break;
+                    }
+                    w_end = win[pos + n];
+                }
+            }
+            if i == min_index {
+                break;
+            }
+            i = self.prev[iu & WMASK] as isize - self.hash_offset as isize;
+            if i < min_index || i < 0 {
+                break;
+            }
+            tries -= 1;
+        }
+        found
+    }
+
+    fn insert(&mut self, at: usize) {
+        let h = hash4(&self.window[at..at + 4]);
+        self.prev[at & WMASK] = self.head[h];
+        self.head[h] = (at + self.hash_offset) as u32;
+    }
+
+    /// Go's deflate loop; `sync` processes to the end of the input.
+    fn deflate(&mut self, out: &mut Vec<Token>, sync: bool) {
+        if self.window_end - self.index < MIN_MATCH + MAX_MATCH && !sync {
+            return;
+        }
+        let max_insert = self.window_end.saturating_sub(MIN_MATCH - 1);
+        let lazy_mode = self.skip == SKIP_NEVER;
+        loop {
+            let lookahead = self.window_end - self.index;
+            if lookahead < MIN_MATCH + MAX_MATCH {
+                if !sync {
+                    return;
+                }
+                if lookahead == 0 {
+                    if self.byte_available {
+                        out.push(Token::lit(self.window[self.index - 1]));
+                        self.byte_available = false;
+                    }
+                    return;
+                }
+            }
+            if self.index < max_insert {
+                let h = hash4(&self.window[self.index..self.index + 4]);
+                self.chain_head = self.head[h] as isize;
+                self.prev[self.index & WMASK] = self.chain_head as u32;
+                self.head[h] = (self.index + self.hash_offset) as u32;
+            }
+            let prev_length = self.length;
+            let prev_offset = self.offset;
+            self.length = MIN_MATCH - 1;
+            self.offset = 0;
+            let min_index = self.index.saturating_sub(WINDOW) as isize;
+            let cand = self.chain_head - self.hash_offset as isize;
+            if cand >= min_index
+                && (!lazy_mode && lookahead > MIN_MATCH - 1
+                    || lazy_mode && lookahead > prev_length && prev_length < self.lazy)
+            {
+                if let Some((l, o)) = self.find_match(self.index, cand, lookahead) {
+                    self.length = l;
+                    self.offset = o;
+                }
+            }
+            if !lazy_mode && self.length >= MIN_MATCH
+                || lazy_mode && prev_length >= MIN_MATCH && self.length <= prev_length
+            {
+                if !lazy_mode {
+                    out.push(Token::matched(self.length as u16, self.offset as u16));
+                } else {
+                    out.push(Token::matched(prev_length as u16, prev_offset as u16));
+                }
+                if self.length <= self.skip {
+                    let new_index = if !lazy_mode {
+                        self.index + self.length
+                    } else {
+                        self.index + prev_length - 1
+                    };
+                    let mut index = self.index + 1;
+                    while index < new_index {
+                        if index < max_insert {
+                            self.insert(index);
+                        }
+                        index += 1;
+                    }
+                    self.index = index;
+                    if lazy_mode {
+                        self.byte_available = false;
+                        self.length = MIN_MATCH - 1;
+                    }
+                } else {
+                    self.index += self.length;
+                }
+            } else {
+                if !lazy_mode || self.byte_available {
+                    let i = if lazy_mode { self.index - 1 } else { self.index };
+                    out.push(Token::lit(self.window[i]));
+                }
+                self.index += 1;
+                if lazy_mode {
+                    self.byte_available = true;
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, out: &mut Vec<Token>, finish: bool) {
+        loop {
+            self.fill();
+            let full = self.window_end == 2 * WINDOW;
+            if !full && !finish {
+                return;
+            }
+            self.deflate(out, !full && finish);
+            if !full {
+                return;
+            }
+        }
+    }
+}
+
+impl Model for GoStdModel {
+    fn next_chunk(&self) -> usize {
+        1 << 16
+    }
+
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        self.input.extend_from_slice(chunk);
+        self.run(out, false);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Token>) {
+        self.run(out, true);
+    }
+}

@@ -1,0 +1,298 @@
+//! Model of zlib's match search (deflate_fast for levels 1–3, deflate_slow
+//! with lazy evaluation for 4–9), default windowBits 15 and memLevel 8.
+//!
+//! Written from the description of zlib's deflate.c (see DEFLATE-NOTES §2):
+//! window-relative positions in a 64 KiB buffer sliding by 32 KiB, hash of
+//! three bytes, chains through `prev`, index 0 doubling as "no entry", and
+//! the level table (good, lazy, nice, chain). Tokens do not depend on block
+//! boundaries, so the model runs over the whole stream. GNU gzip shares the
+//! search; its output mostly agrees.
+
+use super::Model;
+use crate::tokens::Token;
+
+const W: usize = 1 << 15;
+const WMASK: usize = W - 1;
+const MIN_MATCH: usize = 3;
+const MAX_MATCH: usize = 258;
+const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
+const MAX_DIST: usize = W - MIN_LOOKAHEAD;
+const HASH_MASK: usize = (1 << 15) - 1;
+const TOO_FAR: usize = 4096;
+const NIL: usize = 0;
+
+/// (good, lazy or max_insert, nice, chain) per level.
+const CONFIG: [(usize, usize, usize, usize); 10] = [
+    (0, 0, 0, 0),
+    (4, 4, 8, 4),
+    (4, 5, 16, 8),
+    (4, 6, 32, 32),
+    (4, 4, 16, 16),
+    (8, 16, 32, 32),
+    (8, 16, 128, 128),
+    (8, 32, 128, 256),
+    (32, 128, 258, 1024),
+    (32, 258, 258, 4096),
+];
+
+/// zlib match-search state.
+pub struct ZlibModel {
+    level: u8,
+    good: usize,
+    lazy: usize,
+    nice: usize,
+    chain: usize,
+    window: Vec<u8>,
+    head: Vec<u16>,
+    prev: Vec<u16>,
+    strstart: usize,
+    lookahead: usize,
+    /// Input not yet copied into the window.
+    input: Vec<u8>,
+    input_pos: usize,
+    match_start: usize,
+    match_length: usize,
+    prev_length: usize,
+    prev_match: usize,
+    match_available: bool,
+}
+
+#[inline]
+fn hash(w: &[u8], p: usize) -> usize {
+    (((w[p] as usize) << 10) ^ ((w[p + 1] as usize) << 5) ^ w[p + 2] as usize) & HASH_MASK
+}
+
+impl ZlibModel {
+    /// New model for one stream at `level` 1..=9.
+    pub fn new(level: u8) -> Self {
+        let (good, lazy, nice, chain) = CONFIG[level.clamp(1, 9) as usize];
+        ZlibModel {
+            level: level.clamp(1, 9),
+            good,
+            lazy,
+            nice,
+            chain,
+            window: vec![0; 2 * W],
+            head: vec![0; HASH_MASK + 1],
+            prev: vec![0; W],
+            strstart: 0,
+            lookahead: 0,
+            input: Vec::new(),
+            input_pos: 0,
+            match_start: 0,
+            match_length: MIN_MATCH - 1,
+            prev_length: MIN_MATCH - 1,
+            prev_match: 0,
+            match_available: false,
+        }
+    }
+
+    /// Slide and copy input into the window, as zlib's fill_window.
+    fn fill_window(&mut self) {
+        loop {
+            let mut more = 2 * W - self.lookahead - self.strstart;
+            if self.strstart >= W + MAX_DIST {
+                self.window.copy_within(W..2 * W, 0);
+                self.match_start = self.match_start.wrapping_sub(W);
+                self.strstart -= W;
+                for h in self.head.iter_mut().chain(self.prev.iter_mut()) {
+                    *h = if *h as usize >= W { *h - W as u16 } else { NIL as u16 };
+                }
+                more += W;
+            }
+            let avail = self.input.len() - self.input_pos;
+            if avail == 0 {
+                break;
+            }
+            let n = more.min(avail);
+            let at = self.strstart + self.lookahead;
+            self.window[at..at + n].copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
+            self.input_pos += n;
+            self.lookahead += n;
+            if self.lookahead >= MIN_LOOKAHEAD {
+                break;
+            }
+        }
+        if self.input_pos > 1 << 16 {
+            self.input.drain(..self.input_pos);
+            self.input_pos = 0;
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, p: usize) -> usize {
+        let h = hash(&self.window, p);
+        let head = self.head[h] as usize;
+        self.prev[p & WMASK] = head as u16;
+        self.head[h] = p as u16;
+        head
+    }
+
+    /// zlib's longest_match: the longest match strictly longer than
+    /// `prev_length`, nearest first on ties, within chain and nice limits.
+    fn longest_match(&mut self, mut cur: usize) -> usize {
+        let mut chain = self.chain;
+        let mut best = self.prev_length;
+        let nice = self.nice.min(self.lookahead);
+        let limit = if self.strstart > MAX_DIST { self.strstart - MAX_DIST } else { NIL };
+        if self.prev_length >= self.good {
+            chain >>= 2;
+        }
+        let s = self.strstart;
+        let avail = self.lookahead.min(MAX_MATCH);
+        let w = &self.window;
+        loop {
+            if best < avail && w[cur + best] == w[s + best] && w[cur] == w[s] && w[cur + 1] == w[s + 1] {
+                let mut len = 2;
+                while len < avail && w[cur + len] == w[s + len] {
+                    len += 1;
+                }
+                if len > best {
+                    self.match_start = cur;
+                    best = len;
+                    if len >= nice {
+                        break;
+                    }
+                }
+            }
+            cur = self.prev[cur & WMASK] as usize;
+            if cur <= limit {
+                break;
+            }
+            chain -= 1;
+            if chain == 0 {
+                break;
+            }
+        }
+        best.min(self.lookahead)
+    }
+
+    fn lit(&self, out: &mut Vec<Token>, p: usize) {
+        out.push(Token::lit(self.window[p]));
+    }
+
+    /// Run the search while enough lookahead is buffered (or to the end when `flush`).
+    fn run(&mut self, out: &mut Vec<Token>, flush: bool) {
+        if self.level <= 3 {
+            self.run_fast(out, flush)
+        } else {
+            self.run_slow(out, flush)
+        }
+    }
+
+    fn run_fast(&mut self, out: &mut Vec<Token>, flush: bool) {
+        loop {
+            if self.lookahead < MIN_LOOKAHEAD {
+                self.fill_window();
+                if self.lookahead < MIN_LOOKAHEAD && !flush {
+                    return;
+                }
+                if self.lookahead == 0 {
+                    return;
+                }
+            }
+            let mut hash_head = NIL;
+            if self.lookahead >= MIN_MATCH {
+                hash_head = self.insert(self.strstart);
+            }
+            if hash_head != NIL && self.strstart - hash_head <= MAX_DIST {
+                self.match_length = self.longest_match(hash_head);
+            }
+            if self.match_length >= MIN_MATCH {
+                out.push(Token::matched(self.match_length as u16, (self.strstart - self.match_start) as u16));
+                self.lookahead -= self.match_length;
+                if self.match_length <= self.lazy && self.lookahead >= MIN_MATCH {
+                    self.match_length -= 1;
+                    while self.match_length != 0 {
+                        self.strstart += 1;
+                        self.insert(self.strstart);
+                        self.match_length -= 1;
+                    }
+                    self.strstart += 1;
+                } else {
+                    self.strstart += self.match_length;
+                    self.match_length = 0;
+                }
+            } else {
+                self.lit(out, self.strstart);
+                self.lookahead -= 1;
+                self.strstart += 1;
+            }
+        }
+    }
+
+    fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
+        loop {
+            if self.lookahead < MIN_LOOKAHEAD {
+                self.fill_window();
+                if self.lookahead < MIN_LOOKAHEAD && !flush {
+                    return;
+                }
+                if self.lookahead == 0 {
+                    break;
+                }
+            }
+            let mut hash_head = NIL;
+            if self.lookahead >= MIN_MATCH {
+                hash_head = self.insert(self.strstart);
+            }
+            self.prev_length = self.match_length;
+            self.prev_match = self.match_start;
+            self.match_length = MIN_MATCH - 1;
+            if hash_head != NIL && self.prev_length < self.lazy && self.strstart - hash_head <= MAX_DIST {
+                self.match_length = self.longest_match(hash_head);
+                if self.match_length == MIN_MATCH
+                    && self.strstart.wrapping_sub(self.match_start) > TOO_FAR
+                {
+                    self.match_length = MIN_MATCH - 1;
+                }
+            }
+            if self.prev_length >= MIN_MATCH && self.match_length <= self.prev_length {
+                let max_insert = self.strstart + self.lookahead - MIN_MATCH;
+                out.push(Token::matched(
+                    self.prev_length as u16,
+                    (self.strstart - 1 - self.prev_match) as u16,
+                ));
+                self.lookahead -= self.prev_length - 1;
+                self.prev_length -= 2;
+                while self.prev_length != 0 {
+                    self.strstart += 1;
+                    if self.strstart <= max_insert {
+                        self.insert(self.strstart);
+                    }
+                    self.prev_length -= 1;
+                }
+                self.match_available = false;
+                self.match_length = MIN_MATCH - 1;
+                self.strstart += 1;
+            } else if self.match_available {
+                self.lit(out, self.strstart - 1);
+                self.strstart += 1;
+                self.lookahead -= 1;
+            } else {
+                self.match_available = true;
+                self.strstart += 1;
+                self.lookahead -= 1;
+            }
+        }
+        if self.match_available {
+            self.lit(out, self.strstart - 1);
+            self.match_available = false;
+        }
+    }
+}
+
+impl Model for ZlibModel {
+    fn next_chunk(&self) -> usize {
+        1 << 16
+    }
+
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        self.input.extend_from_slice(chunk);
+        self.run(out, false);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Token>) {
+        self.run(out, true);
+    }
+}

@@ -1,0 +1,384 @@
+//! Hand-made and randomly generated streams: every valid stream must
+//! round-trip bit-exactly; invalid ones must fail with an offset and reason.
+
+use std::io::Read;
+
+use crate::bits::BitWriter;
+use crate::hdrpred::{go_header, go_lengths, Freqs};
+use crate::tokens::{BlockHead, BlockKind, DynHeader, Token, IRREGULAR_258};
+use crate::writer::write_block;
+use crate::{analyze_gzip, rebuild_gzip, Recipe, RecipeError};
+
+/// A block to craft: head and tokens (literal bytes inside).
+type Craft = (BlockHead, Vec<Token>);
+
+/// Write raw deflate from crafted blocks, with `end_pad` after the last one.
+fn deflate(blocks: &[Craft], end_pad: u32) -> Vec<u8> {
+    let mut bw = BitWriter::new(Vec::new());
+    for (h, t) in blocks {
+        write_block(&mut bw, h, t).unwrap();
+    }
+    bw.align(end_pad);
+    bw.finish().unwrap()
+}
+
+/// Plaintext of crafted tokens.
+fn plain_of(blocks: &[Craft]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    for (_, toks) in blocks {
+        for t in toks {
+            if t.is_lit() {
+                out.push(t.raw_len() as u8);
+            } else {
+                let d = t.dist() as usize;
+                for _ in 0..t.span() {
+                    out.push(out[out.len() - d]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn gzip_wrap(deflate: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut g = vec![0x1f, 0x8b, 8, 0, 0, 9, 0x6e, 0x88, 0, 0xff];
+    g.extend_from_slice(deflate);
+    let mut crc = flate2::Crc::new();
+    crc.update(plain);
+    g.extend_from_slice(&crc.sum().to_le_bytes());
+    g.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    g
+}
+
+fn roundtrip(gz: &[u8], plain: &[u8]) -> Recipe {
+    let mut out = Vec::new();
+    let r = analyze_gzip(gz, &mut out).expect("analyze");
+    assert!(out == plain, "plaintext differs");
+    let r = Recipe::from_bytes(&r.to_bytes()).unwrap();
+    let mut back = Vec::new();
+    rebuild_gzip(plain, &r, &mut back).expect("rebuild");
+    assert!(back == gz, "rebuilt bytes differ");
+    r
+}
+
+fn check(blocks: &[Craft], end_pad: u32, reference_decoder: bool) {
+    let d = deflate(blocks, end_pad);
+    let plain = plain_of(blocks);
+    if reference_decoder {
+        let mut got = Vec::new();
+        flate2::read::DeflateDecoder::new(&d[..])
+            .read_to_end(&mut got)
+            .expect("reference decoder accepts the crafted stream");
+        assert_eq!(got, plain);
+    }
+    roundtrip(&gzip_wrap(&d, &plain), &plain);
+}
+
+fn lits(b: &[u8]) -> Vec<Token> {
+    b.iter().map(|&v| Token::lit(v)).collect()
+}
+
+fn head(last: bool, kind: BlockKind) -> BlockHead {
+    BlockHead { last, kind }
+}
+
+fn dyn_for(toks: &[Token]) -> BlockKind {
+    let mut f = Freqs::default();
+    f.add(toks);
+    let mut lit = f.lit.to_vec();
+    lit[256] = 1;
+    let ll = go_lengths(&lit, 15);
+    let mut dl = go_lengths(&f.dist, 15);
+    if dl.iter().all(|&l| l == 0) {
+        dl[0] = 1;
+    }
+    BlockKind::Dynamic(Box::new(go_header(&ll, &dl)))
+}
+
+#[test]
+fn stored_blocks_with_padding() {
+    let data: Vec<u8> = (0..70000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let blocks = vec![
+        (head(false, BlockKind::Stored { len: 0, pad: 0 }), vec![]),
+        (head(false, BlockKind::Fixed), lits(b"ab")),
+        (
+            head(
+                false,
+                BlockKind::Stored {
+                    len: 3,
+                    pad: 0b10101,
+                },
+            ),
+            lits(b"xyz"),
+        ),
+        (
+            head(false, BlockKind::Stored { len: 65535, pad: 0 }),
+            lits(&data[..65535]),
+        ),
+        (head(true, BlockKind::Stored { len: 0, pad: 0 }), vec![]),
+    ];
+    check(&blocks, 0, true);
+}
+
+#[test]
+fn empty_final_fixed_block_and_end_padding() {
+    check(&[(head(true, BlockKind::Fixed), vec![])], 0, true);
+    check(
+        &[(head(true, BlockKind::Fixed), lits(b"hello"))],
+        0b101,
+        true,
+    );
+}
+
+#[test]
+fn long_matches_and_far_distances() {
+    let mut toks = lits(b"a");
+    toks.push(Token::matched(258, 1));
+    toks.push(Token::matched(IRREGULAR_258, 1));
+    let filler: Vec<u8> = (0..32800u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    toks.extend(lits(&filler));
+    toks.push(Token::matched(100, 32768));
+    toks.push(Token::matched(3, 32768));
+    toks.push(Token::matched(257, 32767));
+    check(&[(head(true, BlockKind::Fixed), toks.clone())], 0, true);
+    let kind = dyn_for(&toks);
+    check(&[(head(true, kind), toks)], 0, true);
+}
+
+#[test]
+fn single_code_and_empty_distance_trees() {
+    // Go style: one distance code of one bit.
+    let mut toks = lits(b"abcabc");
+    toks.push(Token::matched(6, 3));
+    let kind = dyn_for(&toks);
+    if let BlockKind::Dynamic(h) = &kind {
+        assert_eq!(h.lengths().1.iter().filter(|&&l| l > 0).count(), 1);
+    }
+    check(&[(head(true, kind), toks)], 0, true);
+    // Literal-only block with a zero-length distance tree.
+    let toks = lits(b"just literals here");
+    let mut f = Freqs::default();
+    f.add(&toks);
+    let mut lit = f.lit.to_vec();
+    lit[256] = 1;
+    let h = go_header(&go_lengths(&lit, 15), &[0]);
+    check(
+        &[(head(true, BlockKind::Dynamic(Box::new(h))), toks)],
+        0,
+        true,
+    );
+    // Only one literal/length code in use besides EOB (two one-bit codes).
+    let toks = lits(b"zzzzzz");
+    let kind = dyn_for(&toks);
+    check(&[(head(true, kind), toks)], 0, true);
+}
+
+#[test]
+fn odd_header_encodings() {
+    let toks = lits(b"header oddities, header oddities");
+    let mut f = Freqs::default();
+    f.add(&toks);
+    let mut lit = f.lit.to_vec();
+    lit[256] = 1;
+    let ll = go_lengths(&lit, 15);
+    let base = go_header(&ll, &[1, 0, 0, 0]);
+    // Same lengths sent as literal symbols only, with every code-length code
+    // length present (HCLEN 19) and a repeat of zero via 16.
+    let (l, d) = base.lengths();
+    let mut rle: Vec<(u8, u8)> = Vec::new();
+    let all: Vec<u8> = l.iter().chain(d.iter()).copied().collect();
+    let mut i = 0;
+    while i < all.len() {
+        if all[i] == 0
+            && i > 0
+            && all[i - 1] == 0
+            && i + 3 <= all.len()
+            && all[i..i + 3] == [0, 0, 0]
+        {
+            rle.push((16, 0));
+            i += 3;
+        } else {
+            rle.push((all[i], 0));
+            i += 1;
+        }
+    }
+    let mut cl_freq = [0u32; 19];
+    for &(s, _) in &rle {
+        cl_freq[s as usize] += 1;
+    }
+    let mut cl = go_lengths(&cl_freq, 7);
+    // Fill unused code-length symbols is not allowed (must stay a valid code), so keep them 0.
+    cl.resize(19, 0);
+    let mut cl_lens = [0u8; 19];
+    cl_lens.copy_from_slice(&cl);
+    let h = DynHeader {
+        hlit: base.hlit,
+        hdist: base.hdist,
+        hclen: 19,
+        cl_lens,
+        rle,
+    };
+    check(
+        &[(head(true, BlockKind::Dynamic(Box::new(h))), toks)],
+        0,
+        true,
+    );
+}
+
+/// Small deterministic generator for the random tests.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Random valid streams: random tokens, block types, paddings and headers.
+#[test]
+fn random_streams_roundtrip() {
+    let mut rng = Lcg(12345);
+    for _ in 0..150 {
+        let mut blocks: Vec<Craft> = Vec::new();
+        let mut produced = 0usize;
+        let nblocks = 1 + rng.below(5);
+        for bi in 0..nblocks {
+            let last = bi + 1 == nblocks;
+            let mut toks = Vec::new();
+            let cap = if rng.below(4) == 0 { 3000 } else { 60 };
+            let ntok = rng.below(cap);
+            let alphabet = 1 + rng.below(255);
+            for _ in 0..ntok {
+                if produced > 0 && rng.below(3) == 0 {
+                    let dist = 1 + rng.below(produced.min(32768) as u32);
+                    let len = match rng.below(5) {
+                        0 => 258,
+                        1 => IRREGULAR_258,
+                        _ => 3 + rng.below(256) as u16,
+                    };
+                    toks.push(Token::matched(len, dist as u16));
+                    produced += toks.last().unwrap().span();
+                } else {
+                    toks.push(Token::lit(rng.below(alphabet) as u8));
+                    produced += 1;
+                }
+            }
+            let kind = match rng.below(3) {
+                0 if toks.iter().all(|t| t.is_lit()) => BlockKind::Stored {
+                    len: toks.len() as u16,
+                    pad: rng.below(128) as u8,
+                },
+                1 => BlockKind::Fixed,
+                _ => dyn_for(&toks),
+            };
+            blocks.push((head(last, kind), toks));
+        }
+        check(&blocks, rng.below(128), true);
+    }
+}
+
+/// Corrupted gzip bytes must never panic; whatever analyses must rebuild exactly.
+#[test]
+fn corrupted_streams_never_panic() {
+    use std::io::Write;
+    let data: Vec<u8> = (0..20000u32)
+        .map(|i| b"some text to squeeze "[(i % 21) as usize] ^ (i / 997) as u8)
+        .collect();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(&data).unwrap();
+    let gz = e.finish().unwrap();
+    let mut rng = Lcg(99);
+    let mut accepted = 0;
+    for _ in 0..300 {
+        let mut bad = gz.clone();
+        for _ in 0..1 + rng.below(3) {
+            let i = 10 + rng.below(bad.len() as u32 - 10) as usize;
+            bad[i] ^= 1 << rng.below(8);
+        }
+        if rng.below(5) == 0 {
+            bad.truncate(rng.below(bad.len() as u32) as usize);
+        }
+        let mut out = Vec::new();
+        match analyze_gzip(&bad[..], &mut out) {
+            Ok(r) => {
+                accepted += 1;
+                let mut back = Vec::new();
+                rebuild_gzip(&out[..], &r, &mut back).expect("rebuild of accepted stream");
+                assert!(back == bad);
+            }
+            Err(
+                RecipeError::InvalidDeflate { reason, .. }
+                | RecipeError::InvalidGzip { reason, .. },
+            ) => {
+                assert!(!reason.is_empty());
+            }
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+    eprintln!("{accepted} of 300 corrupted streams were still valid");
+}
+
+fn oversubscribed() -> Vec<u8> {
+    let mut bw = BitWriter::new(Vec::new());
+    bw.put(1, 1);
+    bw.put(2, 2);
+    bw.put(0, 5);
+    bw.put(0, 5);
+    bw.put(15, 4);
+    for _ in 0..19 {
+        bw.put(1, 3);
+    }
+    bw.align(0);
+    bw.finish().unwrap()
+}
+
+#[test]
+fn invalid_streams_name_offset_and_reason() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![0x07], "invalid block type"),
+        (
+            vec![0x01, 0x05, 0x00, 0x00, 0x00],
+            "does not match its complement",
+        ),
+        (vec![0x01, 0x05, 0x00, 0xfa, 0xff, b'a'], "truncated"),
+        // Fixed block: match with distance 1 but no history.
+        (
+            deflate(
+                &[(head(true, BlockKind::Fixed), vec![Token::matched(3, 1)])],
+                0,
+            ),
+            "too far back",
+        ),
+        // Dynamic header with an over-subscribed code-length code (all 19 lengths 1).
+        (oversubscribed(), "over-subscribed"),
+    ];
+    for (d, want) in cases {
+        let gz = gzip_wrap(&d, b"");
+        let err = analyze_gzip(&gz[..], Vec::new()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{msg:?} should mention {want:?}");
+        assert!(msg.contains("at byte"), "{msg:?} should name the offset");
+    }
+}
+
+#[test]
+fn wrong_plaintext_is_not_accepted_silently() {
+    let blocks = vec![(head(true, BlockKind::Fixed), lits(b"hello hello hello"))];
+    let d = deflate(&blocks, 0);
+    let plain = plain_of(&blocks);
+    let gz = gzip_wrap(&d, &plain);
+    let r = roundtrip(&gz, &plain);
+    let mut out = Vec::new();
+    assert!(rebuild_gzip(&b"hello"[..], &r, &mut out).is_err());
+    let mut out = Vec::new();
+    let res = rebuild_gzip(&b"jello hello hello"[..], &r, &mut out);
+    assert!(res.is_err() || out != gz);
+}
