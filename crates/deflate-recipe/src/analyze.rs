@@ -15,6 +15,8 @@ use crate::recipe::{self, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VE
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint;
 
+/// Plaintext after which only the two best candidate models keep running.
+const SELECT_EARLY: u64 = 512 << 10;
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
 
@@ -136,14 +138,19 @@ fn next_bounds(pos: u64) -> [u64; 1 + PGZIP_SEGMENTS.len()] {
 }
 
 impl<W: Write> Analyzer<W> {
-    fn select(&mut self) {
-        if self.cands.len() > 1 {
-            let best = (0..self.cands.len())
-                .min_by_key(|&i| self.cands[i].cost())
-                .unwrap_or(0);
-            let keep = self.cands.swap_remove(best);
-            self.cands.clear();
-            self.cands.push(keep);
+    /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
+    fn select(&mut self, keep: usize) {
+        if self.cands.len() > keep {
+            let mut order: Vec<usize> = (0..self.cands.len()).collect();
+            order.sort_by_key(|&i| (self.cands[i].cost(), i));
+            order.truncate(keep);
+            order.sort_unstable();
+            let mut i = 0;
+            self.cands.retain(|_| {
+                let k = order.contains(&i);
+                i += 1;
+                k
+            });
         }
     }
 }
@@ -188,7 +195,9 @@ impl<W: Write> Sink for Analyzer<W> {
             c.feed(tokens, plain);
         }
         if self.total >= SELECT_AFTER {
-            self.select();
+            self.select(1);
+        } else if self.total >= SELECT_EARLY {
+            self.select(2);
         }
         Ok(())
     }
@@ -254,14 +263,18 @@ pub(crate) fn write_header(out: &mut Vec<u8>, h: &DynHeader) {
 pub fn analyze_with<R: Read, W: Write>(
     gz: R,
     plain_out: W,
-    candidates: &[ModelSpec],
+    candidates: Option<&[ModelSpec]>,
 ) -> Result<Recipe> {
     let mut br = BitReader::new(gz);
     let mut a = Analyzer {
         out: plain_out,
         crc: flate2::Crc::new(),
         meta: Vec::new(),
-        cands: candidates.iter().map(|&s| Candidate::new(s)).collect(),
+        cands: candidates
+            .unwrap_or_default()
+            .iter()
+            .map(|&s| Candidate::new(s))
+            .collect(),
         total: 0,
         head: None,
         freqs: Freqs::default(),
@@ -280,6 +293,12 @@ pub fn analyze_with<R: Read, W: Write>(
         let m1 = if m0 == Some(0x1f) { br.byte()? } else { None };
         if m0 == Some(0x1f) && m1 == Some(0x8b) {
             let hdr = gzip::read_header(&mut br)?;
+            if a.cands.is_empty() {
+                a.cands = ModelSpec::candidates_for(&hdr)
+                    .into_iter()
+                    .map(Candidate::new)
+                    .collect();
+            }
             a.meta.push(recipe::TAG_MEMBER);
             varint::put(&mut a.meta, hdr.len() as u64);
             a.meta.extend_from_slice(&hdr);
@@ -328,9 +347,9 @@ pub fn analyze_with<R: Read, W: Write>(
         a.meta.push(recipe::TAG_END);
         break;
     }
-    a.select();
+    a.select(1);
     a.out.flush()?;
-    let cand = a.cands.pop().expect("one candidate");
+    let cand = a.cands.pop().unwrap_or_else(|| Candidate::new(ModelSpec::Literals));
     Ok(Recipe {
         version: FORMAT_VERSION,
         model: cand.spec,

@@ -168,6 +168,23 @@ impl DiffDecoder {
         self.pred.extend(toks.iter().copied());
     }
 
+    /// Move up to `max` tokens of the current predicted run into `out`
+    /// (fast path for long runs); returns the plaintext bytes they cover.
+    pub fn take_run(&mut self, max: usize, out: &mut Vec<Token>) -> u64 {
+        if self.d != 0 {
+            return 0;
+        }
+        let n = (self.ok_left.min(max as u64) as usize).min(self.pred.len());
+        let mut span = 0u64;
+        for t in self.pred.drain(..n) {
+            span += t.span() as u64;
+            out.push(t);
+        }
+        self.pred_span -= span as i64;
+        self.ok_left -= n as u64;
+        span
+    }
+
     /// Next token (second field true when it came from an explicit record).
     pub fn next<R: Read>(&mut self, r: &mut ByteReader<R>) -> Result<Step> {
         loop {

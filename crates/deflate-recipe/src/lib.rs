@@ -34,10 +34,11 @@ pub use model::ModelSpec;
 pub use recipe::{Recipe, FORMAT_VERSION};
 
 /// Streaming analysis: reads the gzip stream, writes plaintext to
-/// `plain_out`, returns the recipe. Tries the known encoder models on the
-/// first megabytes and keeps the one with the fewest corrections.
+/// `plain_out`, returns the recipe. Tries the encoder models that fit the
+/// first gzip header (OS byte, XFL, pgzip's MTIME) on the first megabytes
+/// and keeps the one with the fewest corrections.
 pub fn analyze_gzip<R: Read, W: Write>(gz: R, plain_out: W) -> Result<Recipe, RecipeError> {
-    analyze::analyze_with(gz, plain_out, &ModelSpec::candidates())
+    analyze::analyze_with(gz, plain_out, None)
 }
 
 /// Analysis with a fixed list of candidate models (tests, diagnostics).
@@ -51,7 +52,7 @@ pub fn analyze_gzip_with<R: Read, W: Write>(
             "no candidate model given".into(),
         ));
     }
-    analyze::analyze_with(gz, plain_out, candidates)
+    analyze::analyze_with(gz, plain_out, Some(candidates))
 }
 
 /// Rebuild: reads plaintext, writes the exact gzip stream.

@@ -78,6 +78,26 @@ struct Tokens<'a, 'p, R: Read, T: Read> {
 }
 
 impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
+    /// Append the next `n` tokens to `out`.
+    fn take(&mut self, n: u64, out: &mut Vec<Token>) -> Result<()> {
+        let mut left = n as usize;
+        while left > 0 {
+            let before = out.len();
+            let span = self.dec.take_run(left, out);
+            if out.len() > before {
+                left -= out.len() - before;
+                self.pa += span;
+                if self.pa > self.plain.end {
+                    return Err(RecipeError::mismatch("tokens run past the plaintext"));
+                }
+                continue;
+            }
+            out.push(self.next()?);
+            left -= 1;
+        }
+        Ok(())
+    }
+
     fn next(&mut self) -> Result<Token> {
         loop {
             match self.dec.next(self.tokr)? {
@@ -178,8 +198,8 @@ fn read_header<T: Read>(m: &mut ByteReader<T>) -> Result<DynHeader> {
 
 /// Rebuild the gzip stream described by `recipe` from `plain`.
 pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> Result<()> {
-    let mut meta = ByteReader::new(zstd::stream::read::Decoder::new(&recipe.meta[..])?);
-    let mut tokr = ByteReader::new(zstd::stream::read::Decoder::new(&recipe.toks[..])?);
+    let mut meta = ByteReader::new(recipe::unpack(&recipe.meta)?);
+    let mut tokr = ByteReader::new(recipe::unpack(&recipe.toks)?);
     let mut bw = BitWriter::new(gz_out);
     let mut member = 0usize;
     let mut block: Vec<Token> = Vec::new();
@@ -224,9 +244,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                     let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
                         0 => {
                             let pad = meta.u8()?;
-                            for _ in 0..ntok {
-                                block.push(toks.next()?);
-                            }
+                            toks.take(ntok, &mut block)?;
                             BlockKind::Stored {
                                 len: u16::try_from(ntok)
                                     .map_err(|_| RecipeError::recipe("stored block too long"))?,
@@ -234,9 +252,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                             }
                         }
                         1 => {
-                            for _ in 0..ntok {
-                                block.push(toks.next()?);
-                            }
+                            toks.take(ntok, &mut block)?;
                             BlockKind::Fixed
                         }
                         2 => {
@@ -253,9 +269,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                             if k > ntok {
                                 return Err(RecipeError::recipe("header prefix longer than block"));
                             }
-                            for _ in 0..ntok {
-                                block.push(toks.next()?);
-                            }
+                            toks.take(ntok, &mut block)?;
                             let h = match explicit {
                                 Some(h) => h,
                                 None => {

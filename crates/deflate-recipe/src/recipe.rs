@@ -1,5 +1,5 @@
 //! The recipe container: format version, model, member lengths and the two
-//! zstd-compressed streams (block/framing records and token corrections).
+//! packed (raw or zstd) streams: block/framing records and token corrections.
 //!
 //! Layout (version 1):
 //! `"SDR" | version u8 | model spec | varint n_members | varint len × n |
@@ -30,9 +30,9 @@ pub struct Recipe {
     pub(crate) model: ModelSpec,
     /// Plaintext length of each gzip member.
     pub(crate) members: Vec<u64>,
-    /// zstd: framing and block records.
+    /// Packed: framing and block records.
     pub(crate) meta: Vec<u8>,
-    /// zstd: token corrections against the model.
+    /// Packed: token corrections against the model.
     pub(crate) toks: Vec<u8>,
 }
 
@@ -117,9 +117,30 @@ impl Recipe {
 }
 
 /// Compress a stream for the recipe.
+///
+/// The first byte says how: 0 = raw (tiny streams, where a zstd frame
+/// would cost more than it saves), 1 = zstd.
 pub(crate) fn pack(raw: &[u8]) -> Result<Vec<u8>> {
     // Small streams (the model case) get the strongest level; large ones
     // (fallback token streams) a faster one so analysis keeps its speed.
     let level = if raw.len() < 1 << 20 { 19 } else { 6 };
-    Ok(zstd::bulk::compress(raw, level)?)
+    let z = zstd::bulk::compress(raw, level)?;
+    let mut out = Vec::with_capacity(z.len().min(raw.len()) + 1);
+    if z.len() < raw.len() {
+        out.push(1);
+        out.extend_from_slice(&z);
+    } else {
+        out.push(0);
+        out.extend_from_slice(raw);
+    }
+    Ok(out)
+}
+
+/// Reader over a stream written by [`pack`].
+pub(crate) fn unpack(packed: &[u8]) -> Result<Box<dyn std::io::Read + '_>> {
+    match packed.split_first() {
+        Some((0, raw)) => Ok(Box::new(raw)),
+        Some((1, z)) => Ok(Box::new(zstd::stream::read::Decoder::new(z)?)),
+        _ => Err(RecipeError::recipe("unknown stream packing")),
+    }
 }

@@ -83,6 +83,7 @@ fn go_stdlib_levels() {
         };
         let r = roundtrip(&gz, &data);
         eprintln!("go std {level}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+        assert!(pct(&r, &gz) < 0.5, "go std {level} should be predicted");
     }
     // Empty input: Go writes `01 00 00 ff ff` after the header.
     let gz = go_gzip(&["std", "6"], b"").unwrap();

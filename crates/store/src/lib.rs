@@ -11,6 +11,7 @@
 //! into [`Store`].
 
 pub mod content;
+pub mod gc;
 pub mod images;
 pub mod meta;
 pub mod snapshots;

@@ -111,6 +111,7 @@ fn sniff(store: &Store, m: &Members, d: &Digest) -> Compression {
 
 /// Import the archive read from `r`.
 pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -> Result<ImportReport, ImportError> {
+    let _lease = store.meta.lease("import").map_err(|e| ImportError::Store(e.to_string()))?;
     let m = read_members(store, r)?;
     let have = |d: &Digest| m.blobs.contains_key(d) || store.content.contains(d) || m.pending.iter().any(|v| &v.digest == d);
     let bytes_of = |d: &Digest| -> Result<Vec<u8>, ImportError> {

@@ -2,6 +2,7 @@
 //! registry server share. Each front end is a thin adapter over these.
 
 pub mod config;
+pub mod du;
 pub mod export;
 pub mod image;
 pub mod import;

@@ -19,13 +19,34 @@ pub enum MountError {
     },
 }
 
+/// Mount, then hold a lease on the snapshots until `dir` is unmounted, so
+/// GC never takes a layer from under a mount.
 pub fn mount_image(
     store: &Store,
     name: &str,
     dir: &Path,
     platform: Option<&Platform>,
 ) -> Result<(), MountError> {
-    let (name, paths) = snapshot_paths(store, name, platform)?;
+    let (image, paths) = snapshot_paths(store, name, platform)?;
+    mount_paths(&image, &paths, dir)?;
+    let ids: Vec<stowage_oci::Digest> = paths
+        .iter()
+        .filter_map(|p| p.parent()?.file_name()?.to_str())
+        .filter_map(|h| stowage_oci::Digest::from_hex(h).ok())
+        .collect();
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    store
+        .meta
+        .mount_lease(&abs.to_string_lossy(), &ids)
+        .map_err(|e| MountError::Mount {
+            name: image,
+            dir: dir.to_path_buf(),
+            detail: format!("mounted, but recording its lease failed: {e}"),
+        })
+}
+
+fn mount_paths(name: &str, paths: &[std::path::PathBuf], dir: &Path) -> Result<(), MountError> {
+    let name = name.to_string();
     let err = |detail: String| MountError::Mount {
         name: name.clone(),
         dir: dir.to_path_buf(),

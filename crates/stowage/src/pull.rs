@@ -126,6 +126,11 @@ pub fn pull_cancellable(
     cancel: &AtomicBool,
 ) -> Result<PullReport, PullError> {
     let image = reference.to_string();
+    // GC leaves alone what this pull writes until it is recorded.
+    let _lease = store.meta.lease("pull").map_err(|e| PullError::Store {
+        image: image.clone(),
+        detail: e.to_string(),
+    })?;
     if opts.policy == Policy::Recipe {
         return Err(PullError::Policy {
             image,

@@ -122,10 +122,7 @@ impl GoStdModel {
         while tries > 0 {
             let iu = i as usize;
             if w_end == win[iu + length] {
-                let mut n = 0;
-                while n < look && win[iu + n] == win[pos + n] {
-                    n += 1;
-                }
+                let n = super::zlib::common_prefix(&win[iu..], &win[pos..pos + look]);
                 if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
                     length = n;
                     found = Some((n, pos - iu));

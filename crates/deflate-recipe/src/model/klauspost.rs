@@ -25,12 +25,12 @@ const PRIME7: u64 = 58295818150454627;
 
 #[inline]
 fn hash4(u: u64) -> usize {
-    ((u as u32).wrapping_mul(PRIME4) >> (32 - TABLE_BITS)) as usize
+    ((u as u32).wrapping_mul(PRIME4) >> (32 - TABLE_BITS)) as usize & (TABLE_SIZE - 1)
 }
 
 #[inline]
 fn hash7(u: u64) -> usize {
-    ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize
+    ((u << 8).wrapping_mul(PRIME7) >> (64 - TABLE_BITS)) as usize & (TABLE_SIZE - 1)
 }
 
 #[inline]
@@ -66,8 +66,8 @@ fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
 struct FastL5 {
     hist: Vec<u8>,
     cur: i32,
-    table: Vec<i32>,
-    btable: Vec<[i32; 2]>,
+    table: Box<[i32; TABLE_SIZE]>,
+    btable: Box<[[i32; 2]; TABLE_SIZE]>,
 }
 
 impl FastL5 {
@@ -76,8 +76,8 @@ impl FastL5 {
             hist: Vec::with_capacity(ALLOC_HISTORY),
             // A new writer starts at maxStoreBlockSize; Reset adds maxMatchOffset.
             cur: MAX_STORE_BLOCK as i32 + MAX_MATCH_OFFSET,
-            table: vec![0; TABLE_SIZE],
-            btable: vec![[0; 2]; TABLE_SIZE],
+            table: Box::new([0; TABLE_SIZE]),
+            btable: Box::new([[0; 2]; TABLE_SIZE]),
         }
     }
 

@@ -5,6 +5,8 @@
 //! for each chunk. Predictions never need to be right: wrong ones only cost
 //! corrections in the recipe.
 
+mod gofast;
+mod gostd;
 mod klauspost;
 mod zlib;
 
@@ -12,6 +14,8 @@ use crate::error::{RecipeError, Result};
 use crate::tokens::Token;
 use crate::varint::{self, ByteReader};
 
+pub use gofast::GoFastModel;
+pub use gostd::GoStdModel;
 pub use klauspost::KlauspostModel;
 pub use zlib::ZlibModel;
 
@@ -40,6 +44,11 @@ pub enum ModelSpec {
         /// Bytes of the previous block used as dictionary.
         dict: u32,
     },
+    /// Go compress/flate (1.8–1.26) at a level 1..=9.
+    GoStd {
+        /// Compression level.
+        level: u8,
+    },
     /// zlib (and GNU gzip's shared search) at a level 1..=9.
     Zlib {
         /// Compression level.
@@ -55,6 +64,7 @@ impl ModelSpec {
             ModelSpec::Klauspost { segment: 0, .. } => "model:klauspost-flate",
             ModelSpec::Klauspost { .. } => "model:pgzip",
             ModelSpec::Zlib { .. } => "model:zlib",
+            ModelSpec::GoStd { .. } => "model:go-flate",
         }
     }
 
@@ -68,6 +78,8 @@ impl ModelSpec {
                 dict,
             } => Box::new(KlauspostModel::new(level, segment, dict)),
             ModelSpec::Zlib { level } => Box::new(ZlibModel::new(level)),
+            ModelSpec::GoStd { level: 1 } => Box::new(GoFastModel::new()),
+            ModelSpec::GoStd { level } => Box::new(GoStdModel::new(level)),
         }
     }
 
@@ -86,6 +98,10 @@ impl ModelSpec {
             }
             ModelSpec::Zlib { level } => {
                 out.push(2);
+                out.push(level);
+            }
+            ModelSpec::GoStd { level } => {
+                out.push(3);
                 out.push(level);
             }
         }
@@ -114,26 +130,56 @@ impl ModelSpec {
                 }
                 ModelSpec::Zlib { level }
             }
+            3 => {
+                let level = r.u8()?;
+                if !(1..=9).contains(&level) {
+                    return Err(RecipeError::recipe("bad go flate model level"));
+                }
+                ModelSpec::GoStd { level }
+            }
             k => return Err(RecipeError::recipe(format!("unknown model kind {k}"))),
         })
     }
 
-    /// Candidate models tried on a stream's first bytes.
-    pub fn candidates() -> Vec<ModelSpec> {
+    /// Candidate models for a stream whose first gzip member header is
+    /// `hdr`: the header's OS byte, XFL and MTIME narrow down the encoder.
+    pub fn candidates_for(hdr: &[u8]) -> Vec<ModelSpec> {
+        let mtime = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        let (xfl, os) = (hdr[8], hdr[9]);
+        // XFL: 2 = slowest (level 9), 4 = fastest (level 1), else the middle.
+        let levels: Vec<u8> = match xfl {
+            2 => vec![9],
+            4 => vec![1],
+            _ => (2..=8).collect(),
+        };
         let mut v = vec![ModelSpec::Literals];
-        for seg in crate::analyze::PGZIP_SEGMENTS {
-            v.push(ModelSpec::Klauspost {
+        let klauspost = || {
+            let mut k: Vec<ModelSpec> = crate::analyze::PGZIP_SEGMENTS
+                .iter()
+                .map(|&seg| ModelSpec::Klauspost {
+                    level: 5,
+                    segment: seg as u32,
+                    dict: 16 << 10,
+                })
+                .collect();
+            k.push(ModelSpec::Klauspost {
                 level: 5,
-                segment: seg as u32,
-                dict: 16 << 10,
+                segment: 0,
+                dict: 0,
             });
+            k
+        };
+        if os == 255 {
+            // Go programs: pgzip always writes MTIME from a zero time.Time.
+            if xfl == 0 {
+                v.extend(klauspost());
+            }
+            if mtime != 0x886E_0900 {
+                v.extend(levels.iter().map(|&level| ModelSpec::GoStd { level }));
+            }
+        } else {
+            v.extend(levels.iter().map(|&level| ModelSpec::Zlib { level }));
         }
-        v.push(ModelSpec::Klauspost {
-            level: 5,
-            segment: 0,
-            dict: 0,
-        });
-        v.extend((1..=9).map(|level| ModelSpec::Zlib { level }));
         v
     }
 }

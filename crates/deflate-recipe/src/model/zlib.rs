@@ -62,6 +62,25 @@ fn hash(w: &[u8], p: usize) -> usize {
     (((w[p] as usize) << 10) ^ ((w[p + 1] as usize) << 5) ^ w[p + 2] as usize) & HASH_MASK
 }
 
+/// Length of the common prefix of `a` and `b` (at most `b.len()`).
+#[inline]
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let max = b.len().min(a.len());
+    let mut n = 0;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(a[n..n + 8].try_into().unwrap())
+            ^ u64::from_le_bytes(b[n..n + 8].try_into().unwrap());
+        if x != 0 {
+            return n + (x.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while n < max && a[n] == b[n] {
+        n += 1;
+    }
+    n
+}
+
 impl ZlibModel {
     /// New model for one stream at `level` 1..=9.
     pub fn new(level: u8) -> Self {
@@ -143,10 +162,7 @@ impl ZlibModel {
         let w = &self.window;
         loop {
             if best < avail && w[cur + best] == w[s + best] && w[cur] == w[s] && w[cur + 1] == w[s + 1] {
-                let mut len = 2;
-                while len < avail && w[cur + len] == w[s + len] {
-                    len += 1;
-                }
+                let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
                 if len > best {
                     self.match_start = cur;
                     best = len;

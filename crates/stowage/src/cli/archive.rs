@@ -139,3 +139,44 @@ pub fn import(store: &Store, file: &Path, name: Option<&str>, policy: Policy, fo
     }
     Ok(())
 }
+
+pub fn gc(store: &Store, format: Format) -> Result<()> {
+    let r = stowage_store::gc::gc(store).map_err(|e| e.to_string())?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+    } else {
+        println!(
+            "removed {} blobs ({}), {} snapshots ({}), {} stale leases, {} temporary files",
+            r.blobs_removed,
+            human_size(r.blob_bytes),
+            r.snapshots_removed,
+            human_size(r.snapshot_bytes),
+            r.leases_dropped,
+            r.temp_removed
+        );
+    }
+    Ok(())
+}
+
+pub fn du(store: &Store, format: Format) -> Result<()> {
+    let u = stowage::du::disk_usage(store).map_err(|e| e.to_string())?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&u).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let row = |name: &str, policy: &str, x: &stowage::du::Usage| {
+        vec![
+            name.to_string(),
+            policy.to_string(),
+            human_size(x.blobs),
+            human_size(x.snapshots),
+            human_size(x.recipes),
+            human_size(x.shared),
+            human_size(x.saved_vs_keep),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = u.images.iter().map(|i| row(&i.name, &i.policy, &i.usage)).collect();
+    rows.push(row("TOTAL (each byte once)", "", &u.total));
+    table(&["IMAGE", "POLICY", "BLOBS", "SNAPSHOTS", "RECIPES", "SHARED", "SAVED VS KEEP"], &rows);
+    Ok(())
+}

@@ -315,6 +315,8 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             };
             super::archive::import(&open(root)?, &file, name.as_deref(), policy, format)
         }
+        Command::Gc { format } => super::archive::gc(&open(root)?, format),
+        Command::Du { format } => super::archive::du(&open(root)?, format),
         Command::Check { references, platform: p, all_platforms, no_fetch, format } => {
             let opts = stowage::export::ExportOptions { platform: platform(&p)?, all_platforms, no_fetch, ..Default::default() };
             super::archive::check(&open(root)?, &references, &opts, format)

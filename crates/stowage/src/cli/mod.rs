@@ -150,6 +150,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Remove blobs, snapshots and recipes no image or lease uses.
+    Gc {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Bytes in blobs, snapshots and recipes, per image and in total.
+    Du {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Mount an image's layers read-only on DIR (overlayfs); `umount DIR` releases it.
     Mount {
         reference: String,

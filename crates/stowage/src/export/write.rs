@@ -113,6 +113,7 @@ fn tag_of(name: &str) -> Option<String> {
 }
 
 pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOptions, out: W) -> Result<(W, ExportReport), ExportError> {
+    let _lease = store.meta.lease("export").map_err(|e| ExportError::Io(e.to_string()))?;
     let mut aw = ArchiveWriter::new(out).map_err(|e| ExportError::Io(e.to_string()))?;
     let mut index_entries = Vec::new();
     let mut docker_entries: Vec<DockerManifestEntry> = Vec::new();
