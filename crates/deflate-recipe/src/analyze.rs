@@ -11,7 +11,7 @@ use crate::hdrpred::{self, Freqs};
 use crate::huffman::CL_ORDER;
 use crate::inflate::{Inflater, Sink};
 use crate::model::{Model, ModelSpec};
-use crate::recipe::{self, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION};
+use crate::recipe::{self, Packer, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION};
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint;
 
@@ -107,6 +107,8 @@ struct Analyzer<W: Write> {
     out: W,
     crc: flate2::Crc,
     meta: Vec<u8>,
+    meta_packer: Packer,
+    tok_packer: Packer,
     cands: Vec<Candidate>,
     total: u64,
     head: Option<BlockHead>,
@@ -196,6 +198,9 @@ impl<W: Write> Sink for Analyzer<W> {
         }
         if self.total >= SELECT_AFTER {
             self.select(1);
+            if let [c] = &mut self.cands[..] {
+                self.tok_packer.absorb(&mut c.diff.out)?;
+            }
         } else if self.total >= SELECT_EARLY {
             self.select(2);
         }
@@ -203,6 +208,7 @@ impl<W: Write> Sink for Analyzer<W> {
     }
 
     fn block_end(&mut self, ntokens: u64) -> Result<()> {
+        self.meta_packer.absorb(&mut self.meta)?;
         let head = self.head.take().expect("block started");
         let mut flags = (head.last as u8) * BF_LAST;
         match &head.kind {
@@ -270,6 +276,8 @@ pub fn analyze_with<R: Read, W: Write>(
         out: plain_out,
         crc: flate2::Crc::new(),
         meta: Vec::new(),
+        meta_packer: Packer::default(),
+        tok_packer: Packer::default(),
         cands: candidates
             .unwrap_or_default()
             .iter()
@@ -354,7 +362,7 @@ pub fn analyze_with<R: Read, W: Write>(
         version: FORMAT_VERSION,
         model: cand.spec,
         members,
-        meta: recipe::pack(&a.meta)?,
-        toks: recipe::pack(&cand.diff.out)?,
+        meta: a.meta_packer.finish(&a.meta)?,
+        toks: a.tok_packer.finish(&cand.diff.out)?,
     })
 }

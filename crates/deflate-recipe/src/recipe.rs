@@ -136,11 +136,73 @@ pub(crate) fn pack(raw: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Raw bytes kept in memory before a stream is compressed incrementally.
+const SPILL_AT: usize = 1 << 20;
+
+/// Incremental packer: small streams are packed at the end (best ratio),
+/// large ones (fallback token streams) go through a streaming zstd encoder
+/// so memory holds only their compressed form.
+#[derive(Default)]
+pub(crate) struct Packer {
+    z: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+}
+
+impl Packer {
+    /// Move `buf` into the compressor once it is large.
+    pub(crate) fn absorb(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::Write;
+        if buf.len() < SPILL_AT {
+            return Ok(());
+        }
+        if self.z.is_none() {
+            self.z = Some(zstd::stream::write::Encoder::new(vec![1u8], 6)?);
+        }
+        self.z.as_mut().expect("encoder").write_all(buf)?;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Pack what remains.
+    pub(crate) fn finish(self, buf: &[u8]) -> Result<Vec<u8>> {
+        use std::io::Write;
+        match self.z {
+            None => pack(buf),
+            Some(mut z) => {
+                z.write_all(buf)?;
+                Ok(z.finish()?)
+            }
+        }
+    }
+}
+
 /// Reader over a stream written by [`pack`].
 pub(crate) fn unpack(packed: &[u8]) -> Result<Box<dyn std::io::Read + '_>> {
     match packed.split_first() {
         Some((0, raw)) => Ok(Box::new(raw)),
         Some((1, z)) => Ok(Box::new(zstd::stream::read::Decoder::new(z)?)),
         _ => Err(RecipeError::recipe("unknown stream packing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn packer_small_and_spilled() {
+        for n in [0usize, 5, 1000, SPILL_AT + 12345, 3 * SPILL_AT] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8 ^ (i >> 13) as u8).collect();
+            let mut p = Packer::default();
+            let mut buf = Vec::new();
+            for chunk in data.chunks(100_000) {
+                buf.extend_from_slice(chunk);
+                p.absorb(&mut buf).unwrap();
+            }
+            let packed = p.finish(&buf).unwrap();
+            let mut back = Vec::new();
+            unpack(&packed).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "n = {n}");
+        }
     }
 }

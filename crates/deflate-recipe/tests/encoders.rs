@@ -90,3 +90,13 @@ fn header_fields_kept() {
     let gz = gz.finish().unwrap();
     roundtrip(&gz, &data);
 }
+
+/// A large stream no model predicts: the corrections stream is compressed
+/// incrementally (bounded memory) and must still rebuild exactly.
+#[test]
+fn large_unmodelled_stream() {
+    let data = sample(12_000_000, 21);
+    let gz = flate2_gz(&data, 6);
+    let r = roundtrip(&gz, &data);
+    eprintln!("flate2 -6 12 MB: {} {:.2}%", recipe_kind(&r), pct(&r, &gz));
+}

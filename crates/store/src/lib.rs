@@ -61,8 +61,10 @@ impl Policy {
             Policy::Compressed => "compressed",
         }
     }
+    /// Whether a pull writes the blob. `recipe` writes it too: the blob is
+    /// dropped only once a rebuild from snapshot + recipe has been proven.
     pub fn keeps_blob(&self) -> bool {
-        matches!(self, Policy::Keep | Policy::Compressed)
+        matches!(self, Policy::Keep | Policy::Compressed | Policy::Recipe)
     }
     pub fn keeps_snapshot(&self) -> bool {
         !matches!(self, Policy::Compressed)

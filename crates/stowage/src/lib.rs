@@ -9,6 +9,7 @@ pub mod import;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod recipe;
 pub mod unpack;
 
 pub use image::{resolve_image, ImageError, ResolvedImage};

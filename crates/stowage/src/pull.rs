@@ -31,6 +31,8 @@ pub struct PullOptions {
     /// Layers downloaded at once.
     pub max_concurrent: usize,
     pub client: ClientOptions,
+    /// Under `recipe`, keep the blob when its recipe is larger than this share of it.
+    pub recipe_max_ratio: f64,
 }
 
 impl Default for PullOptions {
@@ -41,6 +43,7 @@ impl Default for PullOptions {
             policy: Policy::Keep,
             max_concurrent: 3,
             client: ClientOptions::default(),
+            recipe_max_ratio: 0.10,
         }
     }
 }
@@ -54,6 +57,9 @@ pub struct PullReport {
     pub layers_fetched: usize,
     pub layers_present: usize,
     pub bytes_fetched: u64,
+    /// Under `recipe`: what happened to each layer's blob.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recipes: Vec<crate::recipe::RecipeOutcome>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,12 +137,6 @@ pub fn pull_cancellable(
         image: image.clone(),
         detail: e.to_string(),
     })?;
-    if opts.policy == Policy::Recipe {
-        return Err(PullError::Policy {
-            image,
-            policy: "recipe",
-        });
-    }
     let remote = |source| PullError::Remote {
         image: image.clone(),
         source,
@@ -365,6 +365,12 @@ pub fn pull_cancellable(
         progress,
         cancel,
     )?;
+    let recipes = if opts.policy == Policy::Recipe {
+        let layers: Vec<_> = targets.iter().flat_map(|t| t.layers.iter().map(|l| l.info())).collect();
+        crate::recipe::make_recipes(store, &layers, opts.recipe_max_ratio)
+    } else {
+        Vec::new()
+    };
     Ok(PullReport {
         name,
         digest: top_digest,
@@ -373,6 +379,7 @@ pub fn pull_cancellable(
         layers_fetched: done.fetched,
         layers_present: done.present,
         bytes_fetched: done.bytes_fetched,
+        recipes,
     })
 }
 

@@ -1,5 +1,5 @@
-//! Model of klauspost/compress flate's fast encoder (level 5, the library
-//! default) and of klauspost/pgzip around it.
+//! Model of klauspost/compress flate's fast encoders of levels 5 (the
+//! library default) and 6, and of klauspost/pgzip around them.
 //!
 //! Written from reading the Go sources (compress v1.15.12, pgzip v1.2.5):
 //! - the encoder is fed 65535-byte chunks (`maxStoreBlockSize`); a chunk
@@ -62,7 +62,7 @@ fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
     n as i32
 }
 
-/// Level 5 fast encoder state.
+/// Level 5/6 fast encoder state.
 struct FastL5 {
     hist: Vec<u8>,
     cur: i32,
@@ -132,8 +132,10 @@ impl FastL5 {
     }
 
     /// Encode `src`, appending tokens; returns false if it emitted nothing
-    /// (the caller then stores the chunk).
-    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
+    /// (the caller then stores the chunk). `l6` selects level 6's variant:
+    /// slower skipping, a repeat-offset check, two end-of-match candidates
+    /// and denser indexing.
+    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>, l6: bool) -> bool {
         const INPUT_MARGIN: i32 = 12 - 1;
         const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
         self.renormalize();
@@ -143,12 +145,17 @@ impl FastL5 {
             // klauspost reports such a chunk as all literals.
             return false;
         }
+        let skip_log = if l6 { 7 } else { 6 };
         let hist = std::mem::take(&mut self.hist);
         let b = &hist[..];
         let cur = self.cur;
         let mut next_emit = s;
         let s_limit = b.len() as i32 - INPUT_MARGIN;
         let mut cv = load64(b, s);
+        let mut repeat: i32 = 1;
+        let ml = |s: i32, t: i32| {
+            match_len(b, s as usize + 4, t as usize + 4, (s as usize + 258).min(b.len())) + 4
+        };
         'outer: loop {
             let mut next_s = s;
             let mut l: i32 = 0;
@@ -157,7 +164,7 @@ impl FastL5 {
                 let mut nhs = hash4(cv);
                 let mut nhl = hash7(cv);
                 s = next_s;
-                next_s = s + 1 + ((s - next_emit) >> 6);
+                next_s = s + 1 + ((s - next_emit) >> skip_log);
                 if next_s > s_limit {
                     break 'outer;
                 }
@@ -177,9 +184,8 @@ impl FastL5 {
                         self.put_long(nhl, next_s + cur);
                         let t2 = l_cand[1] - cur;
                         if s - t2 < MAX_MATCH_OFFSET && cv as u32 == load32(b, t2) {
-                            let end = (s as usize + 258).min(b.len());
-                            l = match_len(b, s as usize + 4, t as usize + 4, end) + 4;
-                            let ml1 = match_len(b, s as usize + 4, t2 as usize + 4, end) + 4;
+                            l = ml(s, t);
+                            let ml1 = ml(s, t2);
                             if ml1 > l {
                                 t = t2;
                                 l = ml1;
@@ -197,34 +203,43 @@ impl FastL5 {
 
                 t = s_cand - cur;
                 if s - t < MAX_MATCH_OFFSET && cv as u32 == load32(b, t) {
-                    l = match_len(
-                        b,
-                        s as usize + 4,
-                        t as usize + 4,
-                        (s as usize + 258).min(b.len()),
-                    ) + 4;
+                    l = ml(s, t);
                     let l_cand = self.btable[nhl];
                     self.table[nhs] = next_s + cur;
                     self.put_long(nhl, next_s + cur);
+                    if l6 {
+                        // Repeat the previous offset one byte later.
+                        let t2 = s - repeat + 1;
+                        if load32(b, t2) == (cv >> 8) as u32 {
+                            let m = ml(s + 1, t2);
+                            if m > l {
+                                t = t2;
+                                l = m;
+                                s += 1;
+                                break;
+                            }
+                        }
+                    }
                     let mut t2 = l_cand[0] - cur;
                     if next_s - t2 < MAX_MATCH_OFFSET {
-                        let end = (next_s as usize + 258).min(b.len());
                         if load32(b, t2) == next as u32 {
-                            let ml = match_len(b, next_s as usize + 4, t2 as usize + 4, end) + 4;
-                            if ml > l {
+                            let m = ml(next_s, t2);
+                            if m > l {
                                 t = t2;
                                 s = next_s;
-                                l = ml;
-                                break;
+                                l = m;
+                                if !l6 {
+                                    break;
+                                }
                             }
                         }
                         t2 = l_cand[1] - cur;
                         if next_s - t2 < MAX_MATCH_OFFSET && load32(b, t2) == next as u32 {
-                            let ml = match_len(b, next_s as usize + 4, t2 as usize + 4, end) + 4;
-                            if ml > l {
+                            let m = ml(next_s, t2);
+                            if m > l {
                                 t = t2;
                                 s = next_s;
-                                l = ml;
+                                l = m;
                                 break;
                             }
                         }
@@ -242,17 +257,39 @@ impl FastL5 {
 
             // Look for a better match ending where this one ends.
             let s_at = s + l;
-            if l < 30 && s_at < s_limit {
-                let e_long = self.btable[hash7(load64(b, s_at))][0];
-                let t2 = e_long - cur - l + 2;
+            if (l6 || l < 30) && s_at < s_limit {
+                let e_long = self.btable[hash7(load64(b, s_at))];
                 let s2 = s + 2;
+                let t2 = e_long[0] - cur - l + 2;
                 let off = s2 - t2;
-                if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
-                    let l2 = match_len(b, s2 as usize, t2 as usize, b.len());
-                    if l2 > l {
-                        t = t2;
-                        l = l2;
-                        s = s2;
+                if !l6 {
+                    if t2 >= 0 && off < MAX_MATCH_OFFSET && off > 0 {
+                        let l2 = match_len(b, s2 as usize, t2 as usize, b.len());
+                        if l2 > l {
+                            t = t2;
+                            l = l2;
+                            s = s2;
+                        }
+                    }
+                } else if off < MAX_MATCH_OFFSET {
+                    if off > 0 && t2 >= 0 {
+                        let l2 = match_len(b, s2 as usize, t2 as usize, b.len());
+                        if l2 > l {
+                            t = t2;
+                            l = l2;
+                            s = s2;
+                        }
+                    }
+                    // `l` and `s` may have moved: recomputed as klauspost does.
+                    let t2 = e_long[1] - cur - l + 2;
+                    let off = s2 - t2;
+                    if off > 0 && off < MAX_MATCH_OFFSET && t2 >= 0 {
+                        let l2 = match_len(b, s2 as usize, t2 as usize, b.len());
+                        if l2 > l {
+                            t = t2;
+                            l = l2;
+                            s = s2;
+                        }
                     }
                 }
             }
@@ -262,19 +299,42 @@ impl FastL5 {
                 t -= 1;
                 l += 1;
             }
-            dst.extend(
-                b[next_emit as usize..s as usize]
-                    .iter()
-                    .map(|&v| Token::lit(v)),
-            );
+            dst.extend(b[next_emit as usize..s as usize].iter().map(|&v| Token::lit(v)));
             add_match_long(dst, l, (s - t) as u16);
+            repeat = s - t;
             s += l;
             next_emit = s;
             if next_s >= s {
                 s = next_s + 1;
             }
             if s >= s_limit {
+                if l6 {
+                    // Index after the match end for the next chunk.
+                    let mut i = next_s + 1;
+                    while i < b.len() as i32 - 8 {
+                        let cv = load64(b, i);
+                        self.table[hash4(cv)] = i + cur;
+                        self.put_long(hash7(cv), i + cur);
+                        i += 2;
+                    }
+                }
                 break 'outer;
+            }
+
+            if l6 {
+                let mut i = next_s + 1;
+                while i < s - 1 {
+                    let cv = load64(b, i);
+                    let t = i + cur;
+                    let h1 = hash7(cv);
+                    let h2 = hash7(cv >> 8);
+                    self.table[hash4(cv)] = t;
+                    self.put_long(h1, t);
+                    self.put_long(h2, t + 1);
+                    i += 2;
+                }
+                cv = load64(b, s);
+                continue;
             }
 
             // Index some positions inside the match.
@@ -327,6 +387,7 @@ fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
 
 /// Token predictor for klauspost flate / pgzip.
 pub struct KlauspostModel {
+    l6: bool,
     segment: usize,
     dict: usize,
     enc: FastL5,
@@ -338,10 +399,11 @@ pub struct KlauspostModel {
 }
 
 impl KlauspostModel {
-    /// New model for one stream. Only level 5 is modelled exactly; other
-    /// levels fall back to level 5's search (more corrections).
-    pub fn new(_level: u8, segment: u32, dict: u32) -> Self {
+    /// New model for one stream. Levels 5 and 6 are modelled exactly;
+    /// other levels fall back to level 5's search (more corrections).
+    pub fn new(level: u8, segment: u32, dict: u32) -> Self {
         KlauspostModel {
+            l6: level == 6,
             segment: segment as usize,
             dict: dict as usize,
             enc: FastL5::new(),
@@ -369,7 +431,7 @@ impl Model for KlauspostModel {
                 let tail = std::mem::take(&mut self.tail);
                 let start = tail.len().saturating_sub(MAX_MATCH_OFFSET as usize);
                 self.scratch.clear();
-                self.enc.encode(&tail[start..], &mut self.scratch);
+                self.enc.encode(&tail[start..], &mut self.scratch, self.l6);
             }
         }
         let full = chunk.len() == MAX_STORE_BLOCK;
@@ -377,7 +439,7 @@ impl Model for KlauspostModel {
             out.extend(chunk.iter().map(|&v| Token::lit(v)));
         } else {
             let start = out.len();
-            if !self.enc.encode(chunk, out) {
+            if !self.enc.encode(chunk, out, self.l6) {
                 out.truncate(start);
                 out.extend(chunk.iter().map(|&v| Token::lit(v)));
             }

@@ -154,19 +154,19 @@ impl ModelSpec {
         };
         let mut v = vec![ModelSpec::Literals];
         let klauspost = || {
-            let mut k: Vec<ModelSpec> = crate::analyze::PGZIP_SEGMENTS
-                .iter()
-                .map(|&seg| ModelSpec::Klauspost {
-                    level: 5,
+            let mut k = Vec::new();
+            for level in [5, 6] {
+                k.extend(crate::analyze::PGZIP_SEGMENTS.iter().map(|&seg| ModelSpec::Klauspost {
+                    level,
                     segment: seg as u32,
                     dict: 16 << 10,
-                })
-                .collect();
-            k.push(ModelSpec::Klauspost {
-                level: 5,
-                segment: 0,
-                dict: 0,
-            });
+                }));
+                k.push(ModelSpec::Klauspost {
+                    level,
+                    segment: 0,
+                    dict: 0,
+                });
+            }
             k
         };
         if os == 255 {
@@ -176,6 +176,8 @@ impl ModelSpec {
             }
             if mtime != 0x886E_0900 {
                 v.extend(levels.iter().map(|&level| ModelSpec::GoStd { level }));
+                // Other tools also write "unknown" (flate2, for one) over zlib-like encoders.
+                v.extend(levels.iter().map(|&level| ModelSpec::Zlib { level }));
             }
         } else {
             v.extend(levels.iter().map(|&level| ModelSpec::Zlib { level }));

@@ -71,6 +71,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                         .or_else(stowage_remote::hosts::default_dir),
                     docker_config: stowage_remote::dockercfg::default_path(),
                 },
+                recipe_max_ratio: config.recipe_max_ratio,
             };
             let store = open(root)?;
             let bars = Bars::new(quiet || format == Format::Json);

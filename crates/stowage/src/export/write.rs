@@ -169,10 +169,13 @@ pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOp
                         let (layer, recipe) = (b.layer.clone().unwrap(), b.recipe.clone().unwrap());
                         let snap = store.snapshots.path(&layer.chain_id);
                         let (reader, mut writer) = std::io::pipe().map_err(|e| fail(e.to_string()))?;
-                        let t = std::thread::spawn(move || recipe.write_tar(&snap, &mut writer).map(|_| ()));
+                        let t = std::thread::spawn(move || crate::recipe::rebuild_blob(&recipe, &snap, &mut writer));
                         exported.rebuilt += 1;
                         let r = aw.blob(&digest, size, reader);
-                        let _ = t.join();
+                        let rebuilt = t.join().map_err(|_| fail("rebuild panicked".into()))?;
+                        if let Err(e) = rebuilt {
+                            return Err(fail(format!("rebuild layer {}: {e}", b.digest)));
+                        }
                         r
                     }
                     BlobSource::Missing { reason } => return Err(fail(format!("{} {}: {reason}", b.kind, b.digest))),

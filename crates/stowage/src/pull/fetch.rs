@@ -26,6 +26,18 @@ pub(crate) struct LayerJob {
     pub want_blob: bool,
 }
 
+impl LayerJob {
+    pub(crate) fn info(&self) -> crate::image::LayerInfo {
+        crate::image::LayerInfo {
+            digest: self.digest.clone(),
+            media_type: self.media_type.clone(),
+            size: self.size,
+            diff_id: self.diff_id.clone(),
+            chain_id: self.chain_id.clone(),
+        }
+    }
+}
+
 pub(crate) struct FetchedLayer {
     pub job: LayerJob,
     pub snapshot: Option<TempSnapshot>,
