@@ -60,12 +60,18 @@ fn pgzip_default_level() {
 #[test]
 fn pgzip_levels_and_block_sizes() {
     let data = sample(600_000, 9);
-    for args in [
+    let cases = [
         ["pgzip", "1", "1048576"],
+        ["pgzip", "2", "1048576"],
+        ["pgzip", "3", "1048576"],
+        ["pgzip", "4", "1048576"],
         ["pgzip", "6", "1048576"],
+        ["pgzip", "7", "1048576"],
         ["pgzip", "9", "1048576"],
         ["pgzip", "5", "100000"],
-    ] {
+        ["pgzip", "5", "262144"],
+    ];
+    for args in cases {
         let Some(gz) = go_gzip(&args, &data) else {
             return skip("go toolchain with klauspost/pgzip");
         };

@@ -62,6 +62,10 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
     }
     let blob = store.content.open_blob(&l.digest).map_err(|e| e.to_string())?;
     let mut recipe = tar_only.clone();
+    // Recorded fast during the pull; stored for the long run, so squeeze it.
+    recipe.tar_split = zstd::decode_all(&tar_only.tar_split[..])
+        .and_then(|raw| zstd::encode_all(&raw[..], 15))
+        .map_err(|e| format!("tar-split: {e}"))?;
     match tar_only.compression {
         Compression::Zstd => return Err("zstd layers keep their blob: no exact zstd reconstruction".into()),
         Compression::None => {}

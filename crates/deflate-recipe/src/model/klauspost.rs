@@ -1,5 +1,6 @@
-//! Model of klauspost/compress flate's fast encoders of levels 5 (the
-//! library default) and 6, and of klauspost/pgzip around them.
+//! Model of klauspost/compress flate's fast encoders (levels 5 — the
+//! library default — and 6 here, 1–4 in `kp_low`/`kp_mid`) and of
+//! klauspost/pgzip around them.
 //!
 //! Written from reading the Go sources (compress v1.15.12, pgzip v1.2.5):
 //! - the encoder is fed 65535-byte chunks (`maxStoreBlockSize`); a chunk
@@ -14,12 +15,12 @@
 use super::Model;
 use crate::tokens::Token;
 
-const MAX_STORE_BLOCK: usize = 65535;
-const MAX_MATCH_OFFSET: i32 = 1 << 15;
+pub(super) const MAX_STORE_BLOCK: usize = 65535;
+pub(super) const MAX_MATCH_OFFSET: i32 = 1 << 15;
 const TABLE_BITS: u32 = 15;
 const TABLE_SIZE: usize = 1 << TABLE_BITS;
-const ALLOC_HISTORY: usize = MAX_STORE_BLOCK * 5;
-const BUFFER_RESET: i32 = i32::MAX - ALLOC_HISTORY as i32 - MAX_STORE_BLOCK as i32;
+pub(super) const ALLOC_HISTORY: usize = MAX_STORE_BLOCK * 5;
+pub(super) const BUFFER_RESET: i32 = i32::MAX - ALLOC_HISTORY as i32 - MAX_STORE_BLOCK as i32;
 const PRIME4: u32 = 2654435761;
 const PRIME7: u64 = 58295818150454627;
 
@@ -34,18 +35,18 @@ fn hash7(u: u64) -> usize {
 }
 
 #[inline]
-fn load64(b: &[u8], i: i32) -> u64 {
+pub(super) fn load64(b: &[u8], i: i32) -> u64 {
     u64::from_le_bytes(b[i as usize..i as usize + 8].try_into().unwrap())
 }
 
 #[inline]
-fn load32(b: &[u8], i: i32) -> u32 {
+pub(super) fn load32(b: &[u8], i: i32) -> u32 {
     u32::from_le_bytes(b[i as usize..i as usize + 4].try_into().unwrap())
 }
 
 /// Count equal bytes of `b[s..end]` and `b[t..]`.
 #[inline]
-fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
+pub(super) fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
     let mut n = 0;
     let max = end - s;
     while n + 8 <= max {
@@ -62,35 +63,63 @@ fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
     n as i32
 }
 
+/// One klauspost fast encoder level.
+pub(super) trait FastEnc {
+    /// Encode `src` after the history; false when nothing was emitted
+    /// (klauspost then stores the chunk).
+    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool;
+}
+
+/// A fresh encoder of `level`, as after klauspost's `Reset`.
+fn new_enc(level: u8) -> Box<dyn FastEnc> {
+    match level {
+        1 | 2 => Box::new(super::kp_low::FastL12::new(level)),
+        3 => Box::new(super::kp_mid::FastL3::new()),
+        4 => Box::new(super::kp_mid::FastL4::new()),
+        _ => Box::new(FastL5::new(level == 6)),
+    }
+}
+
+/// The first `cur` of a fresh writer: maxStoreBlockSize, plus maxMatchOffset added by Reset.
+pub(super) const FRESH_CUR: i32 = MAX_STORE_BLOCK as i32 + MAX_MATCH_OFFSET;
+
+/// Shared history handling (`fastGen.addBlock`).
+pub(super) fn add_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> i32 {
+    if hist.len() + src.len() > ALLOC_HISTORY {
+        let offset = hist.len() - MAX_MATCH_OFFSET as usize;
+        hist.copy_within(offset.., 0);
+        *cur += offset as i32;
+        hist.truncate(MAX_MATCH_OFFSET as usize);
+    }
+    let s = hist.len() as i32;
+    hist.extend_from_slice(src);
+    s
+}
+
 /// Level 5/6 fast encoder state.
 struct FastL5 {
+    l6: bool,
     hist: Vec<u8>,
     cur: i32,
     table: Box<[i32; TABLE_SIZE]>,
     btable: Box<[[i32; 2]; TABLE_SIZE]>,
 }
 
+impl FastEnc for FastL5 {
+    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
+        self.encode_l56(src, dst)
+    }
+}
+
 impl FastL5 {
-    fn new() -> Self {
+    fn new(l6: bool) -> Self {
         FastL5 {
+            l6,
             hist: Vec::with_capacity(ALLOC_HISTORY),
-            // A new writer starts at maxStoreBlockSize; Reset adds maxMatchOffset.
-            cur: MAX_STORE_BLOCK as i32 + MAX_MATCH_OFFSET,
+            cur: FRESH_CUR,
             table: Box::new([0; TABLE_SIZE]),
             btable: Box::new([[0; 2]; TABLE_SIZE]),
         }
-    }
-
-    fn add_block(&mut self, src: &[u8]) -> i32 {
-        if self.hist.len() + src.len() > ALLOC_HISTORY {
-            let offset = self.hist.len() - MAX_MATCH_OFFSET as usize;
-            self.hist.copy_within(offset.., 0);
-            self.cur += offset as i32;
-            self.hist.truncate(MAX_MATCH_OFFSET as usize);
-        }
-        let s = self.hist.len() as i32;
-        self.hist.extend_from_slice(src);
-        s
     }
 
     fn renormalize(&mut self) {
@@ -135,12 +164,13 @@ impl FastL5 {
     /// (the caller then stores the chunk). `l6` selects level 6's variant:
     /// slower skipping, a repeat-offset check, two end-of-match candidates
     /// and denser indexing.
-    fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>, l6: bool) -> bool {
+    fn encode_l56(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
+        let l6 = self.l6;
         const INPUT_MARGIN: i32 = 12 - 1;
         const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
         self.renormalize();
         let start_len = dst.len();
-        let mut s = self.add_block(src);
+        let mut s = add_block(&mut self.hist, &mut self.cur, src);
         if src.len() < MIN_NON_LITERAL {
             // klauspost reports such a chunk as all literals.
             return false;
@@ -374,7 +404,7 @@ impl FastL5 {
 
 /// Emit a match of any length as tokens of at most 258 bytes, leaving at
 /// least 3 for the last one (as klauspost's `AddMatchLong`).
-fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
+pub(super) fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
     while l > 0 {
         let mut xl = l;
         if xl > 258 {
@@ -387,10 +417,10 @@ fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
 
 /// Token predictor for klauspost flate / pgzip.
 pub struct KlauspostModel {
-    l6: bool,
+    level: u8,
     segment: usize,
     dict: usize,
-    enc: FastL5,
+    enc: Box<dyn FastEnc>,
     /// Bytes of the current pgzip block seen so far.
     seg_pos: usize,
     /// Tail of the current pgzip block, to prime the next one.
@@ -399,14 +429,14 @@ pub struct KlauspostModel {
 }
 
 impl KlauspostModel {
-    /// New model for one stream. Levels 5 and 6 are modelled exactly;
-    /// other levels fall back to level 5's search (more corrections).
+    /// New model for one stream at fast level 1..=6 (others fall back to
+    /// level 5's search, with more corrections).
     pub fn new(level: u8, segment: u32, dict: u32) -> Self {
         KlauspostModel {
-            l6: level == 6,
+            level,
             segment: segment as usize,
             dict: dict as usize,
-            enc: FastL5::new(),
+            enc: new_enc(level),
             seg_pos: 0,
             tail: Vec::new(),
             scratch: Vec::new(),
@@ -426,12 +456,12 @@ impl Model for KlauspostModel {
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         if self.segment > 0 && self.seg_pos == 0 {
             // pgzip: a fresh writer per block, primed with the previous tail.
-            self.enc = FastL5::new();
+            self.enc = new_enc(self.level);
             if !self.tail.is_empty() {
                 let tail = std::mem::take(&mut self.tail);
                 let start = tail.len().saturating_sub(MAX_MATCH_OFFSET as usize);
                 self.scratch.clear();
-                self.enc.encode(&tail[start..], &mut self.scratch, self.l6);
+                self.enc.encode(&tail[start..], &mut self.scratch);
             }
         }
         let full = chunk.len() == MAX_STORE_BLOCK;
@@ -439,7 +469,7 @@ impl Model for KlauspostModel {
             out.extend(chunk.iter().map(|&v| Token::lit(v)));
         } else {
             let start = out.len();
-            if !self.enc.encode(chunk, out, self.l6) {
+            if !self.enc.encode(chunk, out) {
                 out.truncate(start);
                 out.extend(chunk.iter().map(|&v| Token::lit(v)));
             }

@@ -8,6 +8,9 @@
 mod gofast;
 mod gostd;
 mod klauspost;
+mod kp_lazy;
+mod kp_low;
+mod kp_mid;
 mod zlib;
 
 use crate::error::{RecipeError, Result};
@@ -34,10 +37,10 @@ pub trait Model {
 pub enum ModelSpec {
     /// Predicts literals only: the recipe holds every match.
     Literals,
-    /// klauspost/compress flate fast levels 1..=6; `segment` > 0 models
+    /// klauspost/compress flate levels 1..=9; `segment` > 0 models
     /// pgzip's independent blocks of that size primed with `dict` bytes.
     Klauspost {
-        /// Compression level 1..=6.
+        /// Compression level 1..=9.
         level: u8,
         /// pgzip block size (0: one plain flate writer).
         segment: u32,
@@ -72,6 +75,11 @@ impl ModelSpec {
     pub fn build(&self) -> Box<dyn Model> {
         match *self {
             ModelSpec::Literals => Box::new(LiteralModel),
+            ModelSpec::Klauspost {
+                level,
+                segment,
+                dict,
+            } if level >= 7 => Box::new(kp_lazy::KpLazyModel::new(level, segment, dict)),
             ModelSpec::Klauspost {
                 level,
                 segment,
@@ -114,7 +122,7 @@ impl ModelSpec {
                 let level = r.u8()?;
                 let segment = r.var()? as u32;
                 let dict = r.var()? as u32;
-                if !(1..=6).contains(&level) || dict > 32768 || (segment != 0 && segment <= dict) {
+                if !(1..=9).contains(&level) || dict > 32768 || (segment != 0 && segment <= dict) {
                     return Err(RecipeError::recipe("bad klauspost model parameters"));
                 }
                 ModelSpec::Klauspost {
@@ -155,7 +163,12 @@ impl ModelSpec {
         let mut v = vec![ModelSpec::Literals];
         let klauspost = || {
             let mut k = Vec::new();
-            for level in [5, 6] {
+            let kl: &[u8] = match xfl {
+                4 => &[1],
+                2 => &[9],
+                _ => &[5, 6, 2, 3, 4, 7, 8],
+            };
+            for &level in kl {
                 k.extend(crate::analyze::PGZIP_SEGMENTS.iter().map(|&seg| ModelSpec::Klauspost {
                     level,
                     segment: seg as u32,
@@ -171,9 +184,7 @@ impl ModelSpec {
         };
         if os == 255 {
             // Go programs: pgzip always writes MTIME from a zero time.Time.
-            if xfl == 0 {
-                v.extend(klauspost());
-            }
+            v.extend(klauspost());
             if mtime != 0x886E_0900 {
                 v.extend(levels.iter().map(|&level| ModelSpec::GoStd { level }));
                 // Other tools also write "unknown" (flate2, for one) over zlib-like encoders.
@@ -195,5 +206,89 @@ impl Model for LiteralModel {
     }
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         out.extend(chunk.iter().map(|&b| Token::lit(b)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_specs() -> Vec<ModelSpec> {
+        let mut v = vec![ModelSpec::Literals];
+        for level in 1..=9 {
+            for (segment, dict) in [(0, 0), (1 << 17, 16 << 10), (100_000, 0)] {
+                v.push(ModelSpec::Klauspost {
+                    level,
+                    segment,
+                    dict,
+                });
+            }
+        }
+        v.extend((1..=9).map(|level| ModelSpec::Zlib { level }));
+        v.extend((1..=9).map(|level| ModelSpec::GoStd { level }));
+        v
+    }
+
+    /// Inputs that stress match finders: runs, short periods, noise, long
+    /// repeats at the window edge, and odd chunk sizes at the end.
+    fn inputs() -> Vec<Vec<u8>> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let noise: Vec<u8> = (0..300_000).map(|_| rnd() as u8).collect();
+        let mut periodic = Vec::new();
+        for p in [1usize, 2, 3, 7, 258, 32768, 32769] {
+            periodic.extend((0..70_000).map(|i| (i % p) as u8));
+        }
+        let mut far = noise[..40_000].to_vec();
+        far.extend_from_slice(&noise[..40_000]);
+        far.extend(std::iter::repeat_n(0u8, 100_000));
+        far.extend_from_slice(&noise[1000..33_000]);
+        vec![
+            vec![],
+            vec![7],
+            vec![0; 17],
+            vec![0; 1 << 20],
+            noise,
+            periodic,
+            far,
+        ]
+    }
+
+    /// Every model must predict tokens that cover exactly the input and
+    /// decode to it, whatever the chunking, without panicking.
+    #[test]
+    fn models_cover_input_exactly() {
+        for data in inputs() {
+            for spec in all_specs() {
+                let mut m = spec.build();
+                let mut out = Vec::new();
+                let mut pos = 0;
+                while pos < data.len() {
+                    let n = m.next_chunk().min(data.len() - pos);
+                    m.predict(&data[pos..pos + n], &mut out);
+                    pos += n;
+                }
+                m.finish(&mut out);
+                let mut plain: Vec<u8> = Vec::with_capacity(data.len());
+                for t in &out {
+                    if t.is_lit() {
+                        plain.push(t.raw_len() as u8);
+                    } else {
+                        let d = t.dist() as usize;
+                        assert!(d >= 1 && d <= plain.len() && d <= 32768, "{spec:?}: bad distance {d}");
+                        assert!((3..=258).contains(&t.span()), "{spec:?}: bad length");
+                        for _ in 0..t.span() {
+                            plain.push(plain[plain.len() - d]);
+                        }
+                    }
+                }
+                assert!(plain == data, "{spec:?}: predicted tokens do not rebuild the input");
+            }
+        }
     }
 }

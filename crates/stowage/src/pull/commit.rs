@@ -47,7 +47,11 @@ pub(crate) fn bring_in(
             let have_snap = !l.want_snapshot
                 || (store.snapshots.exists(&l.chain_id)
                     && store.meta.snapshot(&l.chain_id).ok().flatten().is_some());
-            let have_blob = !l.want_blob || store.content.contains(&l.digest);
+            // Under `recipe`, a proven recipe stands for the blob.
+            let have_blob = !l.want_blob
+                || store.content.contains(&l.digest)
+                || (opts.policy == Policy::Recipe
+                    && crate::export::plan::layer_recipe(store, &l.digest).is_some_and(|r| r.rebuilds_blob()));
             if have_snap && have_blob {
                 present += 1;
                 continue;
