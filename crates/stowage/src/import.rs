@@ -285,8 +285,11 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
                 }
             })
             .collect();
-        let open_local = |job: &LayerJob| -> Result<Box<dyn Read>, PullError> {
-            let f = store.content.open_blob(&job.digest).map_err(|e| PullError::Store { image: names[0].clone(), detail: e.to_string() })?;
+        let open_local = |job: &LayerJob, offset: u64| -> Result<Box<dyn Read>, PullError> {
+            use std::io::{Seek, SeekFrom};
+            let err = |e: &dyn std::fmt::Display| PullError::Store { image: names[0].clone(), detail: e.to_string() };
+            let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
+            f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
             Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
         };
         bring_in(store, &names[0], &targets, &(digest.clone(), mt.clone(), top.clone()), &records, &opts, &open_local, &Silent, &cancel)?;

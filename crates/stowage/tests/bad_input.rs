@@ -96,7 +96,7 @@ fn corrupt_truncated_and_failing_layers_are_refused() {
         "truncated",
         |m, path| {
             if m == "GET" && path.ends_with("/blobs/LAYER") {
-                Fault::Truncate(100)
+                Fault::Short(100)
             } else {
                 Fault::Pass
             }

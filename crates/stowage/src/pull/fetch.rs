@@ -53,6 +53,10 @@ pub(crate) struct FetchedLayer {
 /// and stops when the pull is cancelled.
 struct Source<'a, R> {
     inner: R,
+    /// Reopens the stream at an offset after a connection drop (HTTP Range).
+    reopen: &'a dyn Fn(u64) -> Result<R, String>,
+    resumes: u32,
+    size: u64,
     remaining: u64,
     overrun: bool,
     hasher: Hasher,
@@ -82,7 +86,25 @@ impl<R: Read> Read for Source<'_, R> {
         let want = buf
             .len()
             .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
+        let n = loop {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(0) if self.remaining > 0 && self.resumes < MAX_RESUMES => {}
+                Ok(n) => break n,
+                Err(e) if self.resumes >= MAX_RESUMES || self.cancel.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => tracing::warn!(layer = self.id, error = %e, "download interrupted"),
+            }
+            // The connection dropped or ended early: go on from here. The
+            // whole blob is still verified by its digest at the end.
+            self.resumes += 1;
+            let offset = self.size - self.remaining;
+            std::thread::sleep(std::time::Duration::from_millis(200 * self.resumes as u64));
+            tracing::info!(layer = self.id, offset, attempt = self.resumes, "resuming download");
+            match (self.reopen)(offset) {
+                Ok(r) => self.inner = r,
+                Err(e) if self.resumes >= MAX_RESUMES => return Err(io::Error::other(e)),
+                Err(_) => {}
+            }
+        };
         if n == 0 {
             return Ok(0);
         }
@@ -109,7 +131,13 @@ impl<R> Source<'_, R> {
 
 /// Opens the compressed stream of a layer: the registry for a pull, the
 /// content store for an import.
-pub(crate) type OpenBlob<'a> = dyn Fn(&LayerJob) -> Result<Box<dyn Read + 'a>, PullError> + Sync + 'a;
+/// Opens the compressed stream of a layer at an offset: the registry for a
+/// pull (HTTP Range), the content store for an import.
+pub(crate) type OpenBlob<'a> =
+    dyn Fn(&LayerJob, u64) -> Result<Box<dyn Read + 'a>, PullError> + Sync + 'a;
+
+/// Times a broken download is resumed before the pull gives up.
+const MAX_RESUMES: u32 = 5;
 
 pub(crate) fn fetch_layer(
     store: &Store,
@@ -133,7 +161,8 @@ pub(crate) fn fetch_layer(
     }
     let id = job.digest.short().to_string();
     progress.start(&id, &format!("layer {}", job.digest.short()), job.size);
-    let resp = open(&job)?;
+    let resp = open(&job, 0)?;
+    let reopen = |offset: u64| open(&job, offset).map_err(|e| e.to_string());
     let ingest = if job.want_blob {
         Some(
             store
@@ -146,6 +175,9 @@ pub(crate) fn fetch_layer(
     };
     let mut src = Source {
         inner: resp,
+        reopen: &reopen,
+        resumes: 0,
+        size: job.size,
         remaining: job.size,
         overrun: false,
         hasher: Hasher::new(),

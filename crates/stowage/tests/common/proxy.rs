@@ -18,10 +18,17 @@ pub enum Fault {
     Status(u16),
     /// Flip one byte in the middle of the body (same length, other bytes).
     Corrupt,
+    /// Redirect (307) to this path on the proxy itself.
+    Redirect(String),
+    /// A complete answer that is shorter than the blob: the first N bytes,
+    /// with a Content-Length that says so (a registry serving a cut file).
+    Short(usize),
 }
 
 pub struct Proxy {
     pub addr: String,
+    /// The head of every request seen, in order.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -40,6 +47,8 @@ pub fn start(upstream: &str, rule: impl Fn(&str, &str) -> Fault + Send + Sync + 
     let rule = Arc::new(rule);
     let upstream = upstream.to_string();
     let s2 = stop.clone();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             if s2.load(Ordering::Relaxed) {
@@ -48,18 +57,20 @@ pub fn start(upstream: &str, rule: impl Fn(&str, &str) -> Fault + Send + Sync + 
             let Ok(conn) = conn else { continue };
             let rule = rule.clone();
             let upstream = upstream.clone();
+            let log = log2.clone();
             std::thread::spawn(move || {
-                let _ = serve(conn, &upstream, &*rule);
+                let _ = serve(conn, &upstream, &*rule, &log);
             });
         }
     });
-    Proxy { addr, stop }
+    Proxy { addr, stop, log }
 }
 
 fn serve(
     client: TcpStream,
     upstream: &str,
     rule: &dyn Fn(&str, &str) -> Fault,
+    log: &std::sync::Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
@@ -85,6 +96,7 @@ fn serve(
         }
         head.extend_from_slice(line.as_bytes());
     }
+    log.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
     let mut parts = first.split_whitespace();
@@ -146,6 +158,19 @@ fn serve(
                 b[mid] ^= 0xff;
             }
             out.write_all(&b)?;
+        }
+        Fault::Short(_) if String::from_utf8_lossy(&head).to_ascii_lowercase().contains("range:") => {
+            // The cut file has nothing past its end.
+            out.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        }
+        Fault::Short(n) => {
+            let b = &rbody[..n.min(rbody.len())];
+            out.write_all(headers_without(&["connection:", "content-length:"]).as_bytes())?;
+            out.write_all(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes())?;
+            out.write_all(b)?;
+        }
+        Fault::Redirect(to) => {
+            out.write_all(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
         }
         Fault::Status(code) => {
             out.write_all(

@@ -1,0 +1,91 @@
+//! Faults between stowage and the real registry, injected by a proxy:
+//! connection drops mid-blob (resumed with HTTP Range and verified as a
+//! whole), drops that never stop, and redirect loops.
+
+mod common;
+use common::proxy::{self, Fault};
+use common::push::{push_image, tarb::Tar};
+use common::{registry, scratch, stowage};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn big_layer_image(reg: &str, repo: &str) -> common::push::Pushed {
+    // Incompressible content so the blob is large enough to cut.
+    let mut data = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let l = Tar::new().dir("data", 0o755).file("data/blob", &data).finish();
+    push_image(reg, repo, "v1", &[l], None)
+}
+
+#[test]
+fn a_dropped_connection_is_resumed_with_range_and_verified() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    let pushed = big_layer_image(&reg, "test/fault-resume");
+    let layer = pushed.layers[0].clone();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g = gets.clone();
+    let p = proxy::start(&reg, move |m, path| {
+        if m == "GET" && path.ends_with(&layer) {
+            // Drop the first two attempts part-way, then let it through.
+            match g.fetch_add(1, Ordering::SeqCst) {
+                0 => Fault::Truncate(1 << 20),
+                1 => Fault::Truncate(100_000),
+                _ => Fault::Pass,
+            }
+        } else {
+            Fault::Pass
+        }
+    });
+    let img = format!("{}/test/fault-resume:v1", p.addr);
+    stowage(&root, &["pull", "--plain-http", "-q", &img]).ok();
+    assert!(gets.load(Ordering::SeqCst) >= 3);
+    let ranges: Vec<String> = p.log.lock().unwrap().iter().filter(|h| h.to_ascii_lowercase().contains("range: bytes=")).cloned().collect();
+    assert!(ranges.len() >= 2, "resumes must use HTTP Range: {ranges:?}");
+    let out = work.path().join("rootfs");
+    stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(out.join("data/blob")).unwrap().len(), 3 << 20);
+    let blob = root.join("blobs/sha256").join(&pushed.layers[0][7..]);
+    assert_eq!(common::push::sha(&std::fs::read(blob).unwrap()), pushed.layers[0]);
+}
+
+#[test]
+fn a_connection_that_always_drops_fails_clearly_and_commits_nothing() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    let pushed = big_layer_image(&reg, "test/fault-always");
+    let layer = pushed.layers[0].clone();
+    let p = proxy::start(&reg, move |m, path| if m == "GET" && path.ends_with(&layer) { Fault::Truncate(50_000) } else { Fault::Pass });
+    let r = stowage(&root, &["pull", "--plain-http", "-q", &format!("{}/test/fault-always:v1", p.addr)]).fails();
+    assert!(r.stderr().contains(&pushed.layers[0]), "{}", r.stderr());
+    assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
+    assert_eq!(std::fs::read_dir(root.join("ingest")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_redirect_loop_is_a_clear_error() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    let pushed = big_layer_image(&reg, "test/fault-redirect");
+    let layer = pushed.layers[0].clone();
+    let p = proxy::start(&reg, move |m, path| {
+        if m == "GET" && path.contains(&layer) {
+            Fault::Redirect(format!("/v2/test/fault-redirect/blobs/{layer}?again"))
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = stowage(&root, &["pull", "--plain-http", "-q", &format!("{}/test/fault-redirect:v1", p.addr)]).fails();
+    assert!(r.stderr().to_lowercase().contains("redirect"), "{}", r.stderr());
+    assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
+}
