@@ -13,6 +13,16 @@ use stowage_store::images::{drop_form, put_blob, put_form, put_image, put_layer,
 use stowage_store::snapshots::{put_snapshot, SnapshotRecord};
 use stowage_store::{ImageRecord, Policy, Store};
 
+/// An exclusive lock on `locks/<layer>`, released on drop. Lock files are
+/// never removed: deleting one another process has open would split the lock.
+fn lock_layer(store: &Store, d: &Digest) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = store.root().join("locks");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(d.hex());
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+}
+
 pub(crate) struct BroughtIn {
     pub fetched: usize,
     pub present: usize,
@@ -35,6 +45,19 @@ pub(crate) fn bring_in(
 ) -> Result<BroughtIn, PullError> {
     let image = image.to_string();
     let (top_digest, top_media, top_bytes) = top;
+    // Another process may be bringing in the same layers: take a lock per
+    // layer, all at once and in one global order (so two pulls cannot
+    // deadlock), held until this commit is done; then see what is present.
+    let mut wanted: Vec<&Digest> = targets.iter().flat_map(|t| t.layers.iter().map(|l| &l.digest)).collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut _locks = Vec::new();
+    for d in wanted {
+        _locks.push(lock_layer(store, d).map_err(|e| PullError::Store {
+            image: image.clone(),
+            detail: format!("lock for layer {d}: {e}"),
+        })?);
+    }
     // 4. Layers: skip what is present, fetch the rest in parallel (bounded).
     let mut jobs: Vec<LayerJob> = Vec::new();
     let mut seen = std::collections::HashSet::new();

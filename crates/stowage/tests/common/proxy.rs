@@ -20,6 +20,8 @@ pub enum Fault {
     Corrupt,
     /// Redirect (307) to this path on the proxy itself.
     Redirect(String),
+    /// Pass, after waiting this many milliseconds.
+    Delay(u64),
     /// A complete answer that is shorter than the blob: the first N bytes,
     /// with a Content-Length that says so (a registry serving a cut file).
     Short(usize),
@@ -125,7 +127,13 @@ fn serve(
             .map(|l| format!("{l}\r\n"))
             .collect()
     };
-    match rule(&method, &path) {
+    let mut fault = rule(&method, &path);
+    if let Fault::Delay(ms) = fault {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        fault = Fault::Pass;
+    }
+    match fault {
+        Fault::Delay(_) => unreachable!(),
         Fault::Pass => {
             out.write_all(headers_without(&["connection:"]).as_bytes())?;
             out.write_all(b"Connection: close\r\n\r\n")?;
