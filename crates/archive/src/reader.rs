@@ -29,7 +29,9 @@ pub enum MemberKind {
     /// Any other regular file (docker-save `<id>/layer.tar`, `<id>.json`, ...), by normalized name.
     File(String),
     /// docker save's `<id>/layer.tar` → `../<other>/layer.tar`, as normalized names.
-    LayerLink { target: String },
+    LayerLink {
+        target: String,
+    },
     Dir,
 }
 
@@ -61,7 +63,9 @@ pub struct ArchiveReader<R: Read> {
 
 impl<R: Read> ArchiveReader<R> {
     pub fn new(r: R) -> Self {
-        ArchiveReader { ar: tar::Archive::new(r) }
+        ArchiveReader {
+            ar: tar::Archive::new(r),
+        }
     }
 
     /// Call `f` with every member and a reader of its bytes.
@@ -74,7 +78,10 @@ impl<R: Read> ArchiveReader<R> {
             let mut e = entry.map_err(ReadError::from)?;
             seen += 1;
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let bad = |why: String| ReadError::Member { name: raw.clone(), why };
+            let bad = |why: String| ReadError::Member {
+                name: raw.clone(),
+                why,
+            };
             let name = clean(&raw).map_err(bad)?;
             let size = e.header().size().map_err(ReadError::from)?;
             let et = e.header().entry_type();
@@ -88,13 +95,24 @@ impl<R: Read> ArchiveReader<R> {
                     .unwrap_or_default();
                 // docker save links a repeated layer to the first copy.
                 let base = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                let joined = if et.is_symlink() { format!("{base}/{target}") } else { target.clone() };
+                let joined = if et.is_symlink() {
+                    format!("{base}/{target}")
+                } else {
+                    target.clone()
+                };
                 let resolved = resolve(&joined);
                 match resolved {
-                    Some(t) if name.ends_with("/layer.tar") && t.ends_with(".tar") && !t.is_empty() => {
+                    Some(t)
+                        if name.ends_with("/layer.tar") && t.ends_with(".tar") && !t.is_empty() =>
+                    {
                         MemberKind::LayerLink { target: t }
                     }
-                    _ => return Err(bad(format!("link to {target:?} refused: archives must not contain links")).into()),
+                    _ => {
+                        return Err(bad(format!(
+                            "link to {target:?} refused: archives must not contain links"
+                        ))
+                        .into())
+                    }
                 }
             } else if !(et.is_file() || et == tar::EntryType::Continuous) {
                 return Err(bad(format!("unsupported member type {:?}", et)).into());
@@ -106,7 +124,8 @@ impl<R: Read> ArchiveReader<R> {
                     "repositories" => MemberKind::Repositories,
                     n => match n.strip_prefix("blobs/sha256/") {
                         Some(hex) => MemberKind::Blob(
-                            Digest::from_hex(hex).map_err(|_| bad("blob name is not a sha256 digest".into()))?,
+                            Digest::from_hex(hex)
+                                .map_err(|_| bad("blob name is not a sha256 digest".into()))?,
                         ),
                         None if n.starts_with("blobs/") => {
                             return Err(bad("only sha256 blobs are supported".into()).into())
@@ -115,7 +134,11 @@ impl<R: Read> ArchiveReader<R> {
                     },
                 }
             };
-            if matches!(kind, MemberKind::IndexJson | MemberKind::ManifestJson | MemberKind::OciLayout) && size > MAX_JSON {
+            if matches!(
+                kind,
+                MemberKind::IndexJson | MemberKind::ManifestJson | MemberKind::OciLayout
+            ) && size > MAX_JSON
+            {
                 return Err(bad(format!("{size} bytes is too large for a JSON member")).into());
             }
             let m = Member { name, kind, size };
@@ -123,7 +146,11 @@ impl<R: Read> ArchiveReader<R> {
             // Whatever the callback left unread is skipped by the tar reader.
         }
         if seen == 0 {
-            return Err(ReadError::Member { name: String::new(), why: "archive is empty or not a tar".into() }.into());
+            return Err(ReadError::Member {
+                name: String::new(),
+                why: "archive is empty or not a tar".into(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -148,7 +175,10 @@ pub fn read_small(r: &mut dyn Read, name: &str) -> Result<Vec<u8>, ReadError> {
     let mut v = Vec::new();
     r.take(MAX_JSON + 1).read_to_end(&mut v)?;
     if v.len() as u64 > MAX_JSON {
-        return Err(ReadError::Member { name: name.to_string(), why: "too large".into() });
+        return Err(ReadError::Member {
+            name: name.to_string(),
+            why: "too large".into(),
+        });
     }
     Ok(v)
 }

@@ -21,7 +21,11 @@ fn header(size: u64, dir: bool) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_size(size);
     h.set_mode(if dir { 0o755 } else { 0o644 });
-    h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(0);
@@ -43,7 +47,10 @@ impl<R: Read> Read for Verify<R> {
         if left == 0 {
             let got = self.hasher.clone().finish();
             if got != self.want {
-                return Err(io::Error::other(format!("blob {}: bytes hash to {got}", self.want)));
+                return Err(io::Error::other(format!(
+                    "blob {}: bytes hash to {got}",
+                    self.want
+                )));
             }
             return Ok(0);
         }
@@ -52,7 +59,12 @@ impl<R: Read> Read for Verify<R> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("blob {}: source ended after {} of {} bytes", self.want, self.hasher.len(), self.size),
+                format!(
+                    "blob {}: source ended after {} of {} bytes",
+                    self.want,
+                    self.hasher.len(),
+                    self.size
+                ),
             ));
         }
         self.hasher.update(&buf[..n]);
@@ -66,10 +78,17 @@ impl<W: Write> ArchiveWriter<W> {
         let mut b = tar::Builder::new(w);
         b.mode(tar::HeaderMode::Deterministic);
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-        b.append_data(&mut header(layout.len() as u64, false), "oci-layout", &layout[..])?;
+        b.append_data(
+            &mut header(layout.len() as u64, false),
+            "oci-layout",
+            &layout[..],
+        )?;
         b.append_data(&mut header(0, true), "blobs/", io::empty())?;
         b.append_data(&mut header(0, true), "blobs/sha256/", io::empty())?;
-        Ok(ArchiveWriter { b, written: HashSet::new() })
+        Ok(ArchiveWriter {
+            b,
+            written: HashSet::new(),
+        })
     }
 
     pub fn has(&self, d: &Digest) -> bool {
@@ -82,15 +101,22 @@ impl<W: Write> ArchiveWriter<W> {
         if self.written.contains(d) {
             return Ok(());
         }
-        let v = Verify { inner: r, hasher: Hasher::new(), want: d.clone(), size };
-        self.b.append_data(&mut header(size, false), crate::blob_path(d), v)?;
+        let v = Verify {
+            inner: r,
+            hasher: Hasher::new(),
+            want: d.clone(),
+            size,
+        };
+        self.b
+            .append_data(&mut header(size, false), crate::blob_path(d), v)?;
         self.written.insert(d.clone());
         Ok(())
     }
 
     /// Append a small file (index.json, manifest.json).
     pub fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
-        self.b.append_data(&mut header(bytes.len() as u64, false), name, bytes)?;
+        self.b
+            .append_data(&mut header(bytes.len() as u64, false), name, bytes)?;
         Ok(())
     }
 

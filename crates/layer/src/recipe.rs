@@ -21,7 +21,9 @@ pub enum RecipeError {
     Malformed(&'static str),
     #[error("recipe format version {0} is newer than this stowage understands")]
     Version(u8),
-    #[error("recipe for layer {layer}: no {what} reconstruction data; the exact blob cannot be rebuilt")]
+    #[error(
+        "recipe for layer {layer}: no {what} reconstruction data; the exact blob cannot be rebuilt"
+    )]
     Missing { layer: Digest, what: &'static str },
     #[error("rebuilding layer {layer}: {source}")]
     Io { layer: Digest, source: io::Error },
@@ -67,13 +69,20 @@ impl Recipe {
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Recipe, RecipeError> {
-        let rest = b.strip_prefix(MAGIC).ok_or(RecipeError::Malformed("bad magic"))?;
-        let (&version, mut rest) = rest.split_first().ok_or(RecipeError::Malformed("no version"))?;
+        let rest = b
+            .strip_prefix(MAGIC)
+            .ok_or(RecipeError::Malformed("bad magic"))?;
+        let (&version, mut rest) = rest
+            .split_first()
+            .ok_or(RecipeError::Malformed("no version"))?;
         if version != VERSION {
             return Err(RecipeError::Version(version));
         }
         let digest = |s: &[u8]| -> Result<Digest, RecipeError> {
-            std::str::from_utf8(s).ok().and_then(|s| s.parse().ok()).ok_or(RecipeError::Malformed("bad digest"))
+            std::str::from_utf8(s)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(RecipeError::Malformed("bad digest"))
         };
         let layer = digest(take(&mut rest)?)?;
         let diff_id = digest(take(&mut rest)?)?;
@@ -89,20 +98,32 @@ impl Recipe {
         let tar_size = u64::from_le_bytes(rest[..8].try_into().unwrap());
         rest = &rest[8..];
         let tar_split = take(&mut rest)?.to_vec();
-        let (&has_codec, mut rest) = rest.split_first().ok_or(RecipeError::Malformed("truncated"))?;
+        let (&has_codec, mut rest) = rest
+            .split_first()
+            .ok_or(RecipeError::Malformed("truncated"))?;
         let codec = if has_codec == 1 {
-            let kind = String::from_utf8(take(&mut rest)?.to_vec()).map_err(|_| RecipeError::Malformed("codec kind"))?;
+            let kind = String::from_utf8(take(&mut rest)?.to_vec())
+                .map_err(|_| RecipeError::Malformed("codec kind"))?;
             Some((kind, take(&mut rest)?.to_vec()))
         } else {
             None
         };
-        Ok(Recipe { layer, diff_id, compression, tar_size, tar_split, codec })
+        Ok(Recipe {
+            layer,
+            diff_id,
+            compression,
+            tar_size,
+            tar_split,
+            codec,
+        })
     }
 
     /// Write the uncompressed tar, rebuilt from the snapshot at `root`.
     pub fn write_tar(&self, root: &Path, out: &mut dyn Write) -> Result<u64, RecipeError> {
-        crate::tarsplit::replay_tar(&self.tar_split, root, out)
-            .map_err(|source| RecipeError::Io { layer: self.layer.clone(), source })
+        crate::tarsplit::replay_tar(&self.tar_split, root, out).map_err(|source| RecipeError::Io {
+            layer: self.layer.clone(),
+            source,
+        })
     }
 }
 

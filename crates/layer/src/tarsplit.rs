@@ -96,7 +96,8 @@ impl<R: Read> TarSplitRecorder<R> {
     fn flush_meta(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
             self.enc.write_all(b"M")?;
-            self.enc.write_all(&(self.pending.len() as u32).to_le_bytes())?;
+            self.enc
+                .write_all(&(self.pending.len() as u32).to_le_bytes())?;
             self.enc.write_all(&self.pending)?;
             self.pending.clear();
         }
@@ -154,7 +155,10 @@ impl<R: Read> TarSplitRecorder<R> {
                     if *remaining == 0 {
                         let pad = *pad;
                         self.state = if pad > 0 {
-                            State::Meta { remaining: pad, capture: Capture::None }
+                            State::Meta {
+                                remaining: pad,
+                                capture: Capture::None,
+                            }
                         } else {
                             State::Header { have: 0 }
                         };
@@ -182,7 +186,10 @@ impl<R: Read> TarSplitRecorder<R> {
                 for (k, v) in pax_records(&data) {
                     match k {
                         b"path" => self.next_path = Some(v.to_vec()),
-                        b"size" => self.next_size = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+                        b"size" => {
+                            self.next_size =
+                                std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                        }
                         _ => {}
                     }
                 }
@@ -221,14 +228,19 @@ impl<R: Read> TarSplitRecorder<R> {
                     self.capture_done(capture);
                     State::Header { have: 0 }
                 } else {
-                    State::Meta { remaining: total, capture }
+                    State::Meta {
+                        remaining: total,
+                        capture,
+                    }
                 };
             }
             _ => {
                 let path = self.next_path.take().unwrap_or_else(|| header_name(&block));
                 let size = self.next_size.take().unwrap_or(size);
                 let regular = matches!(kind, b'0' | 0 | b'7');
-                let normalized = crate::paths::normalize(&path).ok().filter(|p| !p.as_os_str().is_empty());
+                let normalized = crate::paths::normalize(&path)
+                    .ok()
+                    .filter(|p| !p.as_os_str().is_empty());
                 match (regular && size > 0, normalized) {
                     (true, Some(p)) => {
                         self.flush_meta()?;
@@ -237,14 +249,20 @@ impl<R: Read> TarSplitRecorder<R> {
                         self.enc.write_all(&(pb.len() as u32).to_le_bytes())?;
                         self.enc.write_all(pb)?;
                         self.enc.write_all(&size.to_le_bytes())?;
-                        self.state = State::Body { remaining: size, pad: pad(size) };
+                        self.state = State::Body {
+                            remaining: size,
+                            pad: pad(size),
+                        };
                     }
                     _ => {
                         let total = size + pad(size);
                         self.state = if total == 0 {
                             State::Header { have: 0 }
                         } else {
-                            State::Meta { remaining: total, capture: Capture::None }
+                            State::Meta {
+                                remaining: total,
+                                capture: Capture::None,
+                            }
                         };
                     }
                 }
@@ -268,7 +286,9 @@ impl<R: Read> Read for TarSplitRecorder<R> {
 }
 
 fn checksum_ok(b: &[u8; 512]) -> bool {
-    let Some(want) = parse_octal(&b[148..156]) else { return false };
+    let Some(want) = parse_octal(&b[148..156]) else {
+        return false;
+    };
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &c) in b.iter().enumerate() {
@@ -280,7 +300,12 @@ fn checksum_ok(b: &[u8; 512]) -> bool {
 }
 
 fn parse_octal(f: &[u8]) -> Option<u64> {
-    let s: Vec<u8> = f.iter().copied().skip_while(|c| *c == b' ').take_while(|c| *c != 0 && *c != b' ').collect();
+    let s: Vec<u8> = f
+        .iter()
+        .copied()
+        .skip_while(|c| *c == b' ')
+        .take_while(|c| *c != 0 && *c != b' ')
+        .collect();
     if s.is_empty() {
         return Some(0);
     }
@@ -303,7 +328,11 @@ fn header_name(b: &[u8; 512]) -> Vec<u8> {
     let cstr = |f: &[u8]| f[..f.iter().position(|c| *c == 0).unwrap_or(f.len())].to_vec();
     let name = cstr(&b[0..100]);
     let ustar = &b[257..263] == b"ustar\0";
-    let prefix = if ustar { cstr(&b[345..500]) } else { Vec::new() };
+    let prefix = if ustar {
+        cstr(&b[345..500])
+    } else {
+        Vec::new()
+    };
     if prefix.is_empty() {
         name
     } else {
@@ -318,8 +347,15 @@ fn pax_records(data: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let Some(sp) = rest.iter().position(|b| *b == b' ') else { break };
-        let Some(len) = std::str::from_utf8(&rest[..sp]).ok().and_then(|s| s.parse::<usize>().ok()) else { break };
+        let Some(sp) = rest.iter().position(|b| *b == b' ') else {
+            break;
+        };
+        let Some(len) = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            break;
+        };
         if len <= sp + 1 || len > rest.len() {
             break;
         }
@@ -342,7 +378,8 @@ pub fn replay_tar(tar_split: &[u8], root: &Path, out: &mut dyn Write) -> io::Res
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     loop {
         let mut tag = [0u8; 1];
-        dec.read_exact(&mut tag).map_err(|e| bad(format!("tar-split stream ends early: {e}")))?;
+        dec.read_exact(&mut tag)
+            .map_err(|e| bad(format!("tar-split stream ends early: {e}")))?;
         match tag[0] {
             b'E' => return Ok(written),
             b'M' => {
@@ -367,7 +404,8 @@ pub fn replay_tar(tar_split: &[u8], root: &Path, out: &mut dyn Write) -> io::Res
                 let mut s = [0u8; 8];
                 dec.read_exact(&mut s)?;
                 let size = u64::from_le_bytes(s);
-                let rel = crate::paths::normalize(&p).map_err(|_| bad("tar-split path climbs out".into()))?;
+                let rel = crate::paths::normalize(&p)
+                    .map_err(|_| bad("tar-split path climbs out".into()))?;
                 let path = root.join(&rel);
                 let mut f = std::fs::OpenOptions::new()
                     .read(true)
@@ -379,14 +417,20 @@ pub fn replay_tar(tar_split: &[u8], root: &Path, out: &mut dyn Write) -> io::Res
                     let want = buf.len().min(left as usize);
                     let n = f.read(&mut buf[..want])?;
                     if n == 0 {
-                        return Err(bad(format!("{}: file is shorter than its tar entry ({size} bytes)", rel.display())));
+                        return Err(bad(format!(
+                            "{}: file is shorter than its tar entry ({size} bytes)",
+                            rel.display()
+                        )));
                     }
                     out.write_all(&buf[..n])?;
                     left -= n as u64;
                 }
                 let mut probe = [0u8; 1];
                 if f.read(&mut probe)? != 0 {
-                    return Err(bad(format!("{}: file is longer than its tar entry ({size} bytes)", rel.display())));
+                    return Err(bad(format!(
+                        "{}: file is longer than its tar entry ({size} bytes)",
+                        rel.display()
+                    )));
                 }
                 written += size;
             }

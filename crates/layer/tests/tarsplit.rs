@@ -18,7 +18,10 @@ fn roundtrip(tar: &[u8]) {
     let n = replay_tar(&split, &root, &mut out).unwrap();
     assert_eq!(n as usize, tar.len());
     assert!(out == tar, "replayed tar differs from the original");
-    assert!(split.len() < tar.len(), "tar-split should not hold the bodies");
+    assert!(
+        split.len() < tar.len(),
+        "tar-split should not hold the bodies"
+    );
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -35,21 +38,55 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 #[test]
 fn plain_gnu_pax_and_links_round_trip() {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), "dir/", &[][..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Directory, 0, 0o755),
+        "dir/",
+        &[][..],
+    )
+    .unwrap();
     let body = vec![7u8; 10_000];
-    b.append_data(&mut header(tar::EntryType::Regular, body.len() as u64, 0o644), "dir/file", &body[..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, body.len() as u64, 0o644),
+        "dir/file",
+        &body[..],
+    )
+    .unwrap();
     let long = format!("dir/{}", "n".repeat(150));
-    b.append_data(&mut header(tar::EntryType::Regular, 3, 0o600), &long, &b"abc"[..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, 3, 0o600),
+        &long,
+        &b"abc"[..],
+    )
+    .unwrap();
     let mut h = header(tar::EntryType::Symlink, 0, 0o777);
     b.append_link(&mut h, "dir/link", "file").unwrap();
     let mut h = header(tar::EntryType::Link, 0, 0o644);
     b.append_link(&mut h, "dir/hard", "dir/file").unwrap();
-    b.append_data(&mut header(tar::EntryType::Regular, 0, 0o644), "dir/.wh.gone", &[][..]).unwrap();
-    b.append_data(&mut header(tar::EntryType::Regular, 512, 0o644), "exact-block", &[1u8; 512][..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, 0, 0o644),
+        "dir/.wh.gone",
+        &[][..],
+    )
+    .unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, 512, 0o644),
+        "exact-block",
+        &[1u8; 512][..],
+    )
+    .unwrap();
     // PAX: a path record and an xattr.
     let mut b2 = b;
-    b2.append_pax_extensions([("path", &b"pax/named/file"[..]), ("SCHILY.xattr.user.k", &b"v"[..])]).unwrap();
-    b2.append_data(&mut header(tar::EntryType::Regular, 5, 0o644), "placeholder", &b"hello"[..]).unwrap();
+    b2.append_pax_extensions([
+        ("path", &b"pax/named/file"[..]),
+        ("SCHILY.xattr.user.k", &b"v"[..]),
+    ])
+    .unwrap();
+    b2.append_data(
+        &mut header(tar::EntryType::Regular, 5, 0o644),
+        "placeholder",
+        &b"hello"[..],
+    )
+    .unwrap();
     let mut tar = b2.into_inner().unwrap();
     tar.extend_from_slice(&[0u8; 1024]); // extra trailing zeros, as some producers write
     roundtrip(&tar);
@@ -58,7 +95,12 @@ fn plain_gnu_pax_and_links_round_trip() {
 #[test]
 fn garbage_after_the_archive_is_kept() {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(tar::EntryType::Regular, 4, 0o644), "f", &b"data"[..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, 4, 0o644),
+        "f",
+        &b"data"[..],
+    )
+    .unwrap();
     let mut tar = b.into_inner().unwrap();
     tar.extend_from_slice(b"trailing bytes that are not a tar");
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +121,12 @@ fn garbage_after_the_archive_is_kept() {
 #[test]
 fn replay_refuses_a_changed_file() {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header(tar::EntryType::Regular, 4, 0o644), "f", &b"data"[..]).unwrap();
+    b.append_data(
+        &mut header(tar::EntryType::Regular, 4, 0o644),
+        "f",
+        &b"data"[..],
+    )
+    .unwrap();
     let tar = b.into_inner().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("fs");

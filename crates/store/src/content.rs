@@ -138,10 +138,21 @@ impl ContentStore {
     /// Store a stream whose digest is not known in advance (a docker-save
     /// `layer.tar`): hashed while written, named by what it hashes to.
     /// Returns the blob ready to publish (or already present).
-    pub fn ingest_unknown(&self, r: &mut dyn io::Read, limit: u64) -> Result<VerifiedBlob, ContentError> {
-        let name = format!("unknown.{}.{}.partial", std::process::id(), INGEST_SEQ.fetch_add(1, Ordering::Relaxed));
+    pub fn ingest_unknown(
+        &self,
+        r: &mut dyn io::Read,
+        limit: u64,
+    ) -> Result<VerifiedBlob, ContentError> {
+        let name = format!(
+            "unknown.{}.{}.partial",
+            std::process::id(),
+            INGEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let path = self.ingest.join(name);
-        let mut file = io::BufWriter::with_capacity(256 * 1024, File::create(&path).map_err(io_err(&path, "create ingest file"))?);
+        let mut file = io::BufWriter::with_capacity(
+            256 * 1024,
+            File::create(&path).map_err(io_err(&path, "create ingest file"))?,
+        );
         let mut hasher = Hasher::new();
         let mut buf = vec![0u8; 128 * 1024];
         let cleanup = |e: ContentError| {
@@ -149,7 +160,10 @@ impl ContentStore {
             e
         };
         loop {
-            let n = r.read(&mut buf).map_err(io_err(&path, "read")).map_err(cleanup)?;
+            let n = r
+                .read(&mut buf)
+                .map_err(io_err(&path, "read"))
+                .map_err(cleanup)?;
             if n == 0 {
                 break;
             }
@@ -161,13 +175,28 @@ impl ContentStore {
                     source: io::Error::other(format!("larger than the {limit} bytes allowed")),
                 }));
             }
-            file.write_all(&buf[..n]).map_err(io_err(&path, "write")).map_err(cleanup)?;
+            file.write_all(&buf[..n])
+                .map_err(io_err(&path, "write"))
+                .map_err(cleanup)?;
         }
-        let f = file.into_inner().map_err(|e| cleanup(ContentError::Io { path: path.clone(), op: "flush", source: e.into_error() }))?;
-        f.sync_all().map_err(io_err(&path, "fsync")).map_err(cleanup)?;
+        let f = file.into_inner().map_err(|e| {
+            cleanup(ContentError::Io {
+                path: path.clone(),
+                op: "flush",
+                source: e.into_error(),
+            })
+        })?;
+        f.sync_all()
+            .map_err(io_err(&path, "fsync"))
+            .map_err(cleanup)?;
         let size = hasher.len();
         let digest = hasher.finish();
-        Ok(VerifiedBlob { dest: self.path(&digest), path, digest, size })
+        Ok(VerifiedBlob {
+            dest: self.path(&digest),
+            path,
+            digest,
+            size,
+        })
     }
 
     /// Remove ingest files left by processes that no longer run.

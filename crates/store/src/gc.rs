@@ -9,7 +9,7 @@
 //! processes that died are dropped; a mount's lease lasts until its
 //! directory is unmounted.
 
-use crate::meta::{MetaError, Meta};
+use crate::meta::{Meta, MetaError};
 use crate::{now, Store, StoreError};
 use rusqlite::params;
 use serde::Serialize;
@@ -27,7 +27,9 @@ pub struct Lease<'a> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let id = self.id.clone();
-        let _ = self.meta.write(|tx| Ok(tx.execute("DELETE FROM leases WHERE id = ?1", [id])?));
+        let _ = self
+            .meta
+            .write(|tx| Ok(tx.execute("DELETE FROM leases WHERE id = ?1", [id])?));
     }
 }
 
@@ -64,7 +66,10 @@ impl Meta {
 }
 
 fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn mounted(dir: &str) -> bool {
@@ -98,7 +103,9 @@ pub fn mark_image(store: &Store, top: &Digest, marks: &mut Marks) {
         if !marks.blobs.insert(d.clone()) {
             continue;
         }
-        let Ok(bytes) = store.content.read(&d) else { continue };
+        let Ok(bytes) = store.content.read(&d) else {
+            continue;
+        };
         match parse_manifest(&bytes, None) {
             Ok(Manifest::Index(idx)) => {
                 for m in idx.manifests() {
@@ -108,14 +115,22 @@ pub fn mark_image(store: &Store, top: &Digest, marks: &mut Marks) {
                 }
             }
             Ok(Manifest::Image(m)) => {
-                let Ok(cd) = Digest::try_from(m.config().digest()) else { continue };
+                let Ok(cd) = Digest::try_from(m.config().digest()) else {
+                    continue;
+                };
                 marks.blobs.insert(cd.clone());
                 let diff_ids: Vec<Digest> = store
                     .content
                     .read(&cd)
                     .ok()
                     .and_then(|c| parse_config(&c).ok())
-                    .map(|c| c.rootfs().diff_ids().iter().filter_map(|d| d.parse().ok()).collect())
+                    .map(|c| {
+                        c.rootfs()
+                            .diff_ids()
+                            .iter()
+                            .filter_map(|d| d.parse().ok())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for s in crate::snapshots::chain_ids(&diff_ids) {
                     marks.snapshots.insert(s);
@@ -141,9 +156,20 @@ pub fn mark_image(store: &Store, top: &Digest, marks: &mut Marks) {
 /// Collect garbage. Only one GC runs at a time per root (a file lock).
 pub fn gc(store: &Store) -> Result<GcReport, StoreError> {
     let lock_path = store.root().join("gc.lock");
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|source| StoreError::Root { path: lock_path.clone(), source })?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::Root {
+            path: lock_path.clone(),
+            source,
+        })?;
     nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| StoreError::Root { path: lock_path.clone(), source: e.into() })
+        .map_err(|(_, e)| StoreError::Root {
+            path: lock_path.clone(),
+            source: e.into(),
+        })
         .map(|guard| {
             let r = gc_locked(store);
             drop(guard);
@@ -156,8 +182,12 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
     // Drop leases whose process died or whose mount is gone.
     let leases: Vec<(String, Option<i64>, i64)> = {
         let conn = store.meta.conn();
-        let mut st = conn.prepare("SELECT id, pid, created FROM leases").map_err(MetaError::from)?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(MetaError::from)?;
+        let mut st = conn
+            .prepare("SELECT id, pid, created FROM leases")
+            .map_err(MetaError::from)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(MetaError::from)?;
         rows.collect::<Result<_, _>>().map_err(MetaError::from)?
     };
     let mut oldest_live: Option<i64> = None;
@@ -184,7 +214,8 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
         Ok(())
     })?;
     report.leases_dropped = dead.len();
-    report.temp_removed = store.content.clean_ingest().unwrap_or(0) + store.snapshots.clean_temp().unwrap_or(0);
+    report.temp_removed =
+        store.content.clean_ingest().unwrap_or(0) + store.snapshots.clean_temp().unwrap_or(0);
 
     // Mark.
     let mut marks = Marks::default();
@@ -193,9 +224,14 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
     }
     {
         let conn = store.meta.conn();
-        let mut st = conn.prepare("SELECT kind, ref FROM lease_resources").map_err(MetaError::from)?;
-        let rows: Vec<(String, String)> =
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(MetaError::from)?.collect::<Result<_, _>>().map_err(MetaError::from)?;
+        let mut st = conn
+            .prepare("SELECT kind, ref FROM lease_resources")
+            .map_err(MetaError::from)?;
+        let rows: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(MetaError::from)?
+            .collect::<Result<_, _>>()
+            .map_err(MetaError::from)?;
         for (kind, r) in rows {
             if let Ok(d) = r.parse::<Digest>() {
                 match kind.as_str() {
@@ -211,8 +247,16 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
     // Sweep: decide, delete rows, then files.
     let blob_dir = store.root().join("blobs/sha256");
     let mut doomed_blobs = Vec::new();
-    for e in fs::read_dir(&blob_dir).map_err(|source| StoreError::Root { path: blob_dir.clone(), source })?.flatten() {
-        let Ok(d) = Digest::from_hex(&e.file_name().to_string_lossy()) else { continue };
+    for e in fs::read_dir(&blob_dir)
+        .map_err(|source| StoreError::Root {
+            path: blob_dir.clone(),
+            source,
+        })?
+        .flatten()
+    {
+        let Ok(d) = Digest::from_hex(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
         let Ok(md) = e.metadata() else { continue };
         if !marks.blobs.contains(&d) && !protected(md.mtime()) {
             report.blob_bytes += md.len();
@@ -222,7 +266,9 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
     let mut doomed_snaps = Vec::new();
     for id in store.snapshots.list_on_disk().unwrap_or_default() {
         let p = store.snapshots.path(&id);
-        let mtime = fs::metadata(p.parent().unwrap_or(&p)).map(|m| m.mtime()).unwrap_or(0);
+        let mtime = fs::metadata(p.parent().unwrap_or(&p))
+            .map(|m| m.mtime())
+            .unwrap_or(0);
         if !marks.snapshots.contains(&id) && !protected(mtime) {
             if let Ok(Some(s)) = store.meta.snapshot(&id) {
                 report.snapshot_bytes += s.size;

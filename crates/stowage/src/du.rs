@@ -49,9 +49,18 @@ pub fn disk_usage(store: &Store) -> Result<DiskUsage, stowage_store::MetaError> 
         marks.push(m);
     }
     let recipe = |d: &Digest| {
-        store.meta.blob_media_type(d).ok().flatten().as_deref() == Some(stowage_layer::RECIPE_MEDIA_TYPE)
+        store.meta.blob_media_type(d).ok().flatten().as_deref()
+            == Some(stowage_layer::RECIPE_MEDIA_TYPE)
     };
-    let snap_size = |s: &Digest| store.meta.snapshot(s).ok().flatten().map(|r| r.size).unwrap_or(0);
+    let snap_size = |s: &Digest| {
+        store
+            .meta
+            .snapshot(s)
+            .ok()
+            .flatten()
+            .map(|r| r.size)
+            .unwrap_or(0)
+    };
     let mut out = Vec::new();
     let mut total = Usage::default();
     let mut counted: std::collections::HashSet<String> = Default::default();
@@ -96,7 +105,11 @@ pub fn disk_usage(store: &Store) -> Result<DiskUsage, stowage_store::MetaError> 
             }
         }
         total.saved_vs_keep += u.saved_vs_keep;
-        out.push(ImageUsage { name: img.name.clone(), policy: img.policy.clone(), usage: u });
+        out.push(ImageUsage {
+            name: img.name.clone(),
+            policy: img.policy.clone(),
+            usage: u,
+        });
     }
     Ok(DiskUsage { images: out, total })
 }

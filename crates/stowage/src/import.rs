@@ -12,8 +12,13 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::AtomicBool;
-use stowage_archive::{read_small, ArchiveReader, DockerManifestEntry, MemberKind, ReadError, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
-use stowage_oci::{parse_config, parse_manifest, Compression, Digest, Manifest, Platform, Reference};
+use stowage_archive::{
+    read_small, ArchiveReader, DockerManifestEntry, MemberKind, ReadError, ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+};
+use stowage_oci::{
+    parse_config, parse_manifest, Compression, Digest, Manifest, Platform, Reference,
+};
 use stowage_store::images::{drop_form, remove_blob};
 use stowage_store::snapshots::chain_ids;
 use stowage_store::{ImageRecord, Policy, Store, VerifiedBlob};
@@ -59,7 +64,8 @@ fn read_members(store: &Store, r: impl Read) -> Result<Members, ImportError> {
     let mut m = Members::default();
     let mut ar = ArchiveReader::new(r);
     ar.for_each(|member, data| -> Result<(), ImportError> {
-        let serr = |e: &dyn std::fmt::Display| ImportError::Store(format!("member {}: {e}", member.name));
+        let serr =
+            |e: &dyn std::fmt::Display| ImportError::Store(format!("member {}: {e}", member.name));
         match &member.kind {
             MemberKind::IndexJson => m.index = Some(read_small(data, &member.name)?),
             MemberKind::ManifestJson => m.docker = Some(read_small(data, &member.name)?),
@@ -68,14 +74,22 @@ fn read_members(store: &Store, r: impl Read) -> Result<Members, ImportError> {
                     let mut w = store.content.writer(d).map_err(|e| serr(&e))?;
                     std::io::copy(data, &mut w).map_err(|e| serr(&e))?;
                     let v = w.verify(Some(member.size)).map_err(|e| {
-                        ImportError::Invalid(format!("member {}: content does not match its name: {e}", member.name))
+                        ImportError::Invalid(format!(
+                            "member {}: content does not match its name: {e}",
+                            member.name
+                        ))
                     })?;
                     m.pending.push(v);
                 }
                 m.blobs.insert(d.clone(), member.size);
             }
-            MemberKind::File(name) if name.ends_with(".tar") || name.ends_with(".json") || name.contains("blobs/") => {
-                let v = store.content.ingest_unknown(data, MAX_MEMBER).map_err(|e| serr(&e))?;
+            MemberKind::File(name)
+                if name.ends_with(".tar") || name.ends_with(".json") || name.contains("blobs/") =>
+            {
+                let v = store
+                    .content
+                    .ingest_unknown(data, MAX_MEMBER)
+                    .map_err(|e| serr(&e))?;
                 m.files.insert(name.clone(), (v.digest.clone(), v.size));
                 if !store.content.contains(&v.digest) {
                     m.pending.push(v);
@@ -110,24 +124,53 @@ fn sniff(store: &Store, m: &Members, d: &Digest) -> Compression {
 }
 
 /// Import the archive read from `r`.
-pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -> Result<ImportReport, ImportError> {
-    let _lease = store.meta.lease("import").map_err(|e| ImportError::Store(e.to_string()))?;
+pub fn import(
+    store: &Store,
+    r: impl Read,
+    name: Option<&str>,
+    policy: Policy,
+) -> Result<ImportReport, ImportError> {
+    let _lease = store
+        .meta
+        .lease("import")
+        .map_err(|e| ImportError::Store(e.to_string()))?;
     let m = read_members(store, r)?;
-    let have = |d: &Digest| m.blobs.contains_key(d) || store.content.contains(d) || m.pending.iter().any(|v| &v.digest == d);
+    let have = |d: &Digest| {
+        m.blobs.contains_key(d)
+            || store.content.contains(d)
+            || m.pending.iter().any(|v| &v.digest == d)
+    };
     let bytes_of = |d: &Digest| -> Result<Vec<u8>, ImportError> {
         if let Some(v) = m.pending.iter().find(|v| &v.digest == d) {
             return std::fs::read(v.path()).map_err(|e| ImportError::Store(e.to_string()));
         }
-        store.content.read(d).map_err(|_| ImportError::Invalid(format!("the archive points at blob {d}, which it does not contain")))
+        store.content.read(d).map_err(|_| {
+            ImportError::Invalid(format!(
+                "the archive points at blob {d}, which it does not contain"
+            ))
+        })
     };
     // (top digest, media type, names) per image.
     let mut tops: Vec<(Digest, String, Vec<String>)> = Vec::new();
     let mut synthesized: Vec<(Digest, Vec<u8>)> = Vec::new();
     if let Some(index) = &m.index {
-        let v: serde_json::Value = serde_json::from_slice(index).map_err(|e| ImportError::Invalid(format!("index.json: {e}")))?;
-        for (i, d) in v["manifests"].as_array().ok_or_else(|| ImportError::Invalid("index.json has no manifests".into()))?.iter().enumerate() {
-            let digest: Digest = d["digest"].as_str().unwrap_or("").parse().map_err(|e| ImportError::Invalid(format!("index.json entry {i}: {e}")))?;
-            let mt = d["mediaType"].as_str().unwrap_or(stowage_oci::OCI_MANIFEST).to_string();
+        let v: serde_json::Value = serde_json::from_slice(index)
+            .map_err(|e| ImportError::Invalid(format!("index.json: {e}")))?;
+        for (i, d) in v["manifests"]
+            .as_array()
+            .ok_or_else(|| ImportError::Invalid("index.json has no manifests".into()))?
+            .iter()
+            .enumerate()
+        {
+            let digest: Digest = d["digest"]
+                .as_str()
+                .unwrap_or("")
+                .parse()
+                .map_err(|e| ImportError::Invalid(format!("index.json entry {i}: {e}")))?;
+            let mt = d["mediaType"]
+                .as_str()
+                .unwrap_or(stowage_oci::OCI_MANIFEST)
+                .to_string();
             let ann = &d["annotations"];
             let full = ann[ANNOTATION_IMAGE_NAME].as_str().map(str::to_string);
             let refname = ann[ANNOTATION_REF_NAME].as_str().map(str::to_string);
@@ -135,23 +178,36 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
                 (Some(n), _, _) => n.to_string(),
                 (None, Some(f), _) => f,
                 (None, None, Some(r)) if r.contains('/') => r,
-                (None, None, r) => format!("localhost/import/{}:{}", &digest.hex()[..12], r.unwrap_or_else(|| "latest".into())),
+                (None, None, r) => format!(
+                    "localhost/import/{}:{}",
+                    &digest.hex()[..12],
+                    r.unwrap_or_else(|| "latest".into())
+                ),
             };
             tops.push((digest, mt, vec![n]));
         }
     } else if let Some(docker) = &m.docker {
-        let entries: Vec<DockerManifestEntry> =
-            serde_json::from_slice(docker).map_err(|e| ImportError::Invalid(format!("manifest.json: {e}")))?;
+        let entries: Vec<DockerManifestEntry> = serde_json::from_slice(docker)
+            .map_err(|e| ImportError::Invalid(format!("manifest.json: {e}")))?;
         for e in entries {
             let resolve = |p: &str| -> Result<(Digest, u64), ImportError> {
                 let p = p.trim_start_matches("./");
                 let p = m.links.get(p).map(String::as_str).unwrap_or(p);
                 if let Some(hex) = p.strip_prefix("blobs/sha256/") {
-                    let d = Digest::from_hex(hex).map_err(|e| ImportError::Invalid(e.to_string()))?;
-                    let size = *m.blobs.get(&d).ok_or_else(|| ImportError::Invalid(format!("manifest.json names {p}, which the archive does not contain")))?;
+                    let d =
+                        Digest::from_hex(hex).map_err(|e| ImportError::Invalid(e.to_string()))?;
+                    let size = *m.blobs.get(&d).ok_or_else(|| {
+                        ImportError::Invalid(format!(
+                            "manifest.json names {p}, which the archive does not contain"
+                        ))
+                    })?;
                     return Ok((d, size));
                 }
-                m.files.get(p).cloned().ok_or_else(|| ImportError::Invalid(format!("manifest.json names {p}, which the archive does not contain")))
+                m.files.get(p).cloned().ok_or_else(|| {
+                    ImportError::Invalid(format!(
+                        "manifest.json names {p}, which the archive does not contain"
+                    ))
+                })
             };
             let (cd, csize) = resolve(&e.config)?;
             let mut layers = Vec::new();
@@ -162,7 +218,9 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
                     Compression::Zstd => stowage_oci::OCI_LAYER_ZSTD,
                     Compression::None => stowage_oci::OCI_LAYER_TAR,
                 };
-                layers.push(serde_json::json!({"mediaType": mt, "digest": ld.to_string(), "size": lsize}));
+                layers.push(
+                    serde_json::json!({"mediaType": mt, "digest": ld.to_string(), "size": lsize}),
+                );
             }
             // Deterministic: the same archive always yields the same manifest digest.
             let manifest = serde_json::to_vec(&serde_json::json!({
@@ -177,60 +235,114 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
                 Some(n) => vec![n.to_string()],
                 None => e.repo_tags.clone().unwrap_or_default(),
             };
-            let names = if names.is_empty() { vec![format!("localhost/import/{}:latest", &md.hex()[..12])] } else { names };
+            let names = if names.is_empty() {
+                vec![format!("localhost/import/{}:latest", &md.hex()[..12])]
+            } else {
+                names
+            };
             synthesized.push((md.clone(), manifest));
             tops.push((md, stowage_oci::OCI_MANIFEST.to_string(), names));
         }
     } else {
-        return Err(ImportError::Invalid("the archive has neither index.json nor manifest.json: not an image archive".into()));
+        return Err(ImportError::Invalid(
+            "the archive has neither index.json nor manifest.json: not an image archive".into(),
+        ));
     }
 
     // Validate every image before anything is published.
     let mut plans = Vec::new();
     for (digest, mt, names) in &tops {
-        let top = synthesized.iter().find(|(d, _)| d == digest).map(|(_, b)| b.clone()).map(Ok).unwrap_or_else(|| bytes_of(digest))?;
+        let top = synthesized
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, b)| b.clone())
+            .map(Ok)
+            .unwrap_or_else(|| bytes_of(digest))?;
         let mut manifests = Vec::new();
-        match parse_manifest(&top, Some(mt)).map_err(|e| ImportError::Invalid(format!("manifest {digest}: {e}")))? {
+        match parse_manifest(&top, Some(mt))
+            .map_err(|e| ImportError::Invalid(format!("manifest {digest}: {e}")))?
+        {
             Manifest::Image(_) => manifests.push((digest.clone(), mt.clone(), top.clone())),
             Manifest::Index(idx) => {
                 let host = Platform::host();
                 for d in idx.manifests() {
-                    let cd = Digest::try_from(d.digest()).map_err(|e| ImportError::Invalid(e.to_string()))?;
+                    let cd = Digest::try_from(d.digest())
+                        .map_err(|e| ImportError::Invalid(e.to_string()))?;
                     let p = d.platform().as_ref();
-                    let (os, arch, var) = p.map(|p| (p.os().to_string(), p.architecture().to_string(), p.variant().clone())).unwrap_or_default();
-                    if have(&cd) && (manifests.is_empty() && host.matches(&os, &arch, var.as_deref()) || idx.manifests().len() == 1) {
+                    let (os, arch, var) = p
+                        .map(|p| {
+                            (
+                                p.os().to_string(),
+                                p.architecture().to_string(),
+                                p.variant().clone(),
+                            )
+                        })
+                        .unwrap_or_default();
+                    if have(&cd)
+                        && (manifests.is_empty() && host.matches(&os, &arch, var.as_deref())
+                            || idx.manifests().len() == 1)
+                    {
                         manifests.push((cd.clone(), d.media_type().to_string(), bytes_of(&cd)?));
                     }
                 }
                 if manifests.is_empty() {
-                    return Err(ImportError::Invalid(format!("index {digest}: no manifest for this platform in the archive")));
+                    return Err(ImportError::Invalid(format!(
+                        "index {digest}: no manifest for this platform in the archive"
+                    )));
                 }
             }
         }
         let mut targets = Vec::new();
         for (md, mmt, bytes) in manifests {
-            let Manifest::Image(man) = parse_manifest(&bytes, Some(&mmt)).map_err(|e| ImportError::Invalid(format!("manifest {md}: {e}")))? else {
+            let Manifest::Image(man) = parse_manifest(&bytes, Some(&mmt))
+                .map_err(|e| ImportError::Invalid(format!("manifest {md}: {e}")))?
+            else {
                 return Err(ImportError::Invalid(format!("manifest {md}: nested index")));
             };
-            let cd = Digest::try_from(man.config().digest()).map_err(|e| ImportError::Invalid(e.to_string()))?;
+            let cd = Digest::try_from(man.config().digest())
+                .map_err(|e| ImportError::Invalid(e.to_string()))?;
             let config_bytes = bytes_of(&cd)?;
             if Digest::of(&config_bytes) != cd || config_bytes.len() as u64 != man.config().size() {
-                return Err(ImportError::Invalid(format!("config {cd}: size or digest differs from the manifest")));
+                return Err(ImportError::Invalid(format!(
+                    "config {cd}: size or digest differs from the manifest"
+                )));
             }
-            let config = parse_config(&config_bytes).map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
-            let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_, _>>().map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
+            let config = parse_config(&config_bytes)
+                .map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
+            let diff_ids: Vec<Digest> = config
+                .rootfs()
+                .diff_ids()
+                .iter()
+                .map(|d| d.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
             if diff_ids.len() != man.layers().len() {
-                return Err(ImportError::Invalid(format!("config {cd}: {} diff_ids for {} layers", diff_ids.len(), man.layers().len())));
+                return Err(ImportError::Invalid(format!(
+                    "config {cd}: {} diff_ids for {} layers",
+                    diff_ids.len(),
+                    man.layers().len()
+                )));
             }
             let chains = chain_ids(&diff_ids);
             let mut layers = Vec::new();
             for (i, l) in man.layers().iter().enumerate() {
-                let ld = Digest::try_from(l.digest()).map_err(|e| ImportError::Invalid(e.to_string()))?;
-                let actual = m.blobs.get(&ld).copied().or_else(|| m.files.values().find(|(d, _)| d == &ld).map(|(_, s)| *s)).or_else(|| store.content.size(&ld));
+                let ld = Digest::try_from(l.digest())
+                    .map_err(|e| ImportError::Invalid(e.to_string()))?;
+                let actual = m
+                    .blobs
+                    .get(&ld)
+                    .copied()
+                    .or_else(|| m.files.values().find(|(d, _)| d == &ld).map(|(_, s)| *s))
+                    .or_else(|| store.content.size(&ld));
                 match actual {
-                    None => return Err(ImportError::Invalid(format!("manifest {md} points at layer {ld}, which the archive does not contain"))),
+                    None => return Err(ImportError::Invalid(format!(
+                        "manifest {md} points at layer {ld}, which the archive does not contain"
+                    ))),
                     Some(s) if s != l.size() => {
-                        return Err(ImportError::Invalid(format!("manifest {md} says layer {ld} has {} bytes; the archive holds {s}", l.size())))
+                        return Err(ImportError::Invalid(format!(
+                            "manifest {md} says layer {ld} has {} bytes; the archive holds {s}",
+                            l.size()
+                        )))
                     }
                     _ => {}
                 }
@@ -245,7 +357,14 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
                     want_blob: false,
                 });
             }
-            targets.push(Target { digest: md, media_type: mmt, bytes, config_digest: cd, config_bytes, layers });
+            targets.push(Target {
+                digest: md,
+                media_type: mmt,
+                bytes,
+                config_digest: cd,
+                config_bytes,
+                layers,
+            });
         }
         plans.push((digest.clone(), mt.clone(), top, names.clone(), targets));
     }
@@ -265,12 +384,18 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
     }
     let mut report = ImportReport { images: Vec::new() };
     let cancel = AtomicBool::new(false);
-    let opts = PullOptions { policy, ..Default::default() };
+    let opts = PullOptions {
+        policy,
+        ..Default::default()
+    };
     for (digest, mt, top, names, targets) in plans {
         let records: Vec<ImageRecord> = names
             .iter()
             .map(|n| {
-                let n = n.parse::<Reference>().map(|r| crate::pull::image_name(&r)).unwrap_or_else(|_| n.clone());
+                let n = n
+                    .parse::<Reference>()
+                    .map(|r| crate::pull::image_name(&r))
+                    .unwrap_or_else(|_| n.clone());
                 ImageRecord {
                     name: n,
                     digest: digest.clone(),
@@ -287,24 +412,45 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
             .collect();
         let open_local = |job: &LayerJob, offset: u64| -> Result<Box<dyn Read>, PullError> {
             use std::io::{Seek, SeekFrom};
-            let err = |e: &dyn std::fmt::Display| PullError::Store { image: names[0].clone(), detail: e.to_string() };
+            let err = |e: &dyn std::fmt::Display| PullError::Store {
+                image: names[0].clone(),
+                detail: e.to_string(),
+            };
             let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
             f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
             Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
         };
-        bring_in(store, &names[0], &targets, &(digest.clone(), mt.clone(), top.clone()), &records, &opts, &open_local, &Silent, &cancel)?;
+        bring_in(
+            store,
+            &names[0],
+            &targets,
+            &(digest.clone(), mt.clone(), top.clone()),
+            &records,
+            &opts,
+            &open_local,
+            &Silent,
+            &cancel,
+        )?;
         if policy == Policy::Discard {
             // As containerd does with discard_unpacked_layers: the layer
             // blobs go once their snapshots are committed.
             for t in &targets {
                 for l in &t.layers {
                     if store.snapshots.exists(&l.chain_id) {
-                        store.content.remove(&l.digest).map_err(|e| ImportError::Store(e.to_string()))?;
+                        store
+                            .content
+                            .remove(&l.digest)
+                            .map_err(|e| ImportError::Store(e.to_string()))?;
                         store
                             .meta
                             .write(|tx| {
                                 remove_blob(tx, &l.digest)?;
-                                drop_form(tx, &l.digest, "blob", "dropped after import by policy discard")
+                                drop_form(
+                                    tx,
+                                    &l.digest,
+                                    "blob",
+                                    "dropped after import by policy discard",
+                                )
                             })
                             .map_err(|e| ImportError::Store(e.to_string()))?;
                     }
@@ -312,7 +458,10 @@ pub fn import(store: &Store, r: impl Read, name: Option<&str>, policy: Policy) -
             }
         }
         for r in records {
-            report.images.push(ImportedImage { name: r.name, digest: digest.clone() });
+            report.images.push(ImportedImage {
+                name: r.name,
+                digest: digest.clone(),
+            });
         }
     }
     Ok(report)

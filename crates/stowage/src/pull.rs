@@ -334,19 +334,23 @@ pub fn pull_cancellable(
     // 4. Layers: skip what is present, fetch the rest in parallel (bounded),
     //    then commit everything in one go.
     let open_remote = |job: &LayerJob, offset: u64| -> Result<Box<dyn std::io::Read>, PullError> {
-        let r = client.fetch_blob_from(repo, &job.digest, offset).map_err(|source| PullError::Remote {
-            image: image.clone(),
-            source,
-        })?;
+        let r = client
+            .fetch_blob_from(repo, &job.digest, offset)
+            .map_err(|source| PullError::Remote {
+                image: image.clone(),
+                source,
+            })?;
         // A registry that ignores Range starts over: skip what we have.
         let skip = offset - r.offset().min(offset);
         let mut r: Box<dyn std::io::Read> = Box::new(r);
         if skip > 0 {
-            std::io::copy(&mut std::io::Read::take(&mut r, skip), &mut std::io::sink()).map_err(|e| PullError::Layer {
-                image: image.clone(),
-                digest: job.digest.clone(),
-                detail: format!("resuming: {e}"),
-            })?;
+            std::io::copy(&mut std::io::Read::take(&mut r, skip), &mut std::io::sink()).map_err(
+                |e| PullError::Layer {
+                    image: image.clone(),
+                    digest: job.digest.clone(),
+                    detail: format!("resuming: {e}"),
+                },
+            )?;
         }
         Ok(r)
     };
@@ -376,7 +380,10 @@ pub fn pull_cancellable(
         cancel,
     )?;
     let recipes = if opts.policy == Policy::Recipe {
-        let layers: Vec<_> = targets.iter().flat_map(|t| t.layers.iter().map(|l| l.info())).collect();
+        let layers: Vec<_> = targets
+            .iter()
+            .flat_map(|t| t.layers.iter().map(|l| l.info()))
+            .collect();
         crate::recipe::make_recipes(store, &layers, opts.recipe_max_ratio)
     } else {
         Vec::new()

@@ -37,16 +37,28 @@ impl Write for HashSink {
 
 /// Rebuild the exact blob of `recipe` from the snapshot at `snapshot`,
 /// writing it to `out`. Used by the proof and by export.
-pub fn rebuild_blob(recipe: &Recipe, snapshot: &std::path::Path, out: &mut dyn Write) -> Result<(), String> {
+pub fn rebuild_blob(
+    recipe: &Recipe,
+    snapshot: &std::path::Path,
+    out: &mut dyn Write,
+) -> Result<(), String> {
     match (&recipe.compression, &recipe.codec) {
-        (Compression::None, _) => recipe.write_tar(snapshot, out).map(|_| ()).map_err(|e| e.to_string()),
+        (Compression::None, _) => recipe
+            .write_tar(snapshot, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         (Compression::Gzip, Some((kind, data))) if kind == "deflate" => {
-            let codec = stowage_deflate_recipe::Recipe::from_bytes(data).map_err(|e| format!("deflate recipe: {e}"))?;
+            let codec = stowage_deflate_recipe::Recipe::from_bytes(data)
+                .map_err(|e| format!("deflate recipe: {e}"))?;
             let (reader, mut writer) = io::pipe().map_err(|e| e.to_string())?;
             std::thread::scope(|s| {
                 let t = s.spawn(move || recipe.write_tar(snapshot, &mut writer).map(|_| ()));
-                let r = stowage_deflate_recipe::rebuild_gzip(reader, &codec, out).map_err(|e| format!("deflate rebuild: {e}"));
-                let t = t.join().map_err(|_| "tar replay panicked".to_string())?.map_err(|e| e.to_string());
+                let r = stowage_deflate_recipe::rebuild_gzip(reader, &codec, out)
+                    .map_err(|e| format!("deflate rebuild: {e}"));
+                let t = t
+                    .join()
+                    .map_err(|_| "tar replay panicked".to_string())?
+                    .map_err(|e| e.to_string());
                 r.and(t)
             })
         }
@@ -60,22 +72,33 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
     if !store.snapshots.exists(&l.chain_id) {
         return Err("the layer has no snapshot".into());
     }
-    let blob = store.content.open_blob(&l.digest).map_err(|e| e.to_string())?;
+    let blob = store
+        .content
+        .open_blob(&l.digest)
+        .map_err(|e| e.to_string())?;
     let mut recipe = tar_only.clone();
     // Recorded fast during the pull; stored for the long run, so squeeze it.
     recipe.tar_split = zstd::decode_all(&tar_only.tar_split[..])
         .and_then(|raw| zstd::encode_all(&raw[..], 15))
         .map_err(|e| format!("tar-split: {e}"))?;
     match tar_only.compression {
-        Compression::Zstd => return Err("zstd layers keep their blob: no exact zstd reconstruction".into()),
+        Compression::Zstd => {
+            return Err("zstd layers keep their blob: no exact zstd reconstruction".into())
+        }
         Compression::None => {}
         Compression::Gzip => {
             let mut plain = HashSink(Hasher::new());
-            let codec = stowage_deflate_recipe::analyze_gzip(io::BufReader::with_capacity(1 << 20, blob), &mut plain)
-                .map_err(|e| format!("deflate analysis: {e}"))?;
+            let codec = stowage_deflate_recipe::analyze_gzip(
+                io::BufReader::with_capacity(1 << 20, blob),
+                &mut plain,
+            )
+            .map_err(|e| format!("deflate analysis: {e}"))?;
             let diff = plain.0.finish();
             if diff != l.diff_id {
-                return Err(format!("the blob decompresses to {diff}, not diffID {}", l.diff_id));
+                return Err(format!(
+                    "the blob decompresses to {diff}, not diffID {}",
+                    l.diff_id
+                ));
             }
             let kind = stowage_deflate_recipe::recipe_kind(&codec).to_string();
             recipe.codec = Some(("deflate".into(), codec.to_bytes()));
@@ -94,13 +117,26 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
     }
     // The proof: rebuild from the snapshot and compare digests.
     let mut sink = HashSink(Hasher::new());
-    rebuild_blob(&recipe, &store.snapshots.path(&l.chain_id), &mut sink).map_err(|e| format!("proof rebuild failed: {e}"))?;
+    rebuild_blob(&recipe, &store.snapshots.path(&l.chain_id), &mut sink)
+        .map_err(|e| format!("proof rebuild failed: {e}"))?;
     let (len, got) = (sink.0.len(), sink.0.finish());
     if got != l.digest || len != l.size {
-        return Err(format!("proof failed: the rebuild hashes to {got} ({len} bytes)"));
+        return Err(format!(
+            "proof failed: the rebuild hashes to {got} ({len} bytes)"
+        ));
     }
-    let codec_kind = recipe.codec.as_ref().map(|(k, _)| k.as_str()).unwrap_or("tar-split");
-    Ok((bytes, format!("proven: rebuilt exactly from snapshot + {codec_kind} recipe ({:.3}% of the blob)", ratio * 100.0)))
+    let codec_kind = recipe
+        .codec
+        .as_ref()
+        .map(|(k, _)| k.as_str())
+        .unwrap_or("tar-split");
+    Ok((
+        bytes,
+        format!(
+            "proven: rebuilt exactly from snapshot + {codec_kind} recipe ({:.3}% of the blob)",
+            ratio * 100.0
+        ),
+    ))
 }
 
 /// Try to replace each layer's blob by a proven recipe.
@@ -113,8 +149,20 @@ pub fn make_recipes(store: &Store, layers: &[LayerInfo], max_ratio: f64) -> Vec<
         }
         let outcome = match make_one(store, l, max_ratio) {
             Ok((bytes, detail)) => match commit(store, l, &bytes, &detail) {
-                Ok(()) => RecipeOutcome { layer: l.digest.clone(), dropped: true, recipe_bytes: bytes.len() as u64, blob_bytes: l.size, detail },
-                Err(e) => RecipeOutcome { layer: l.digest.clone(), dropped: false, recipe_bytes: 0, blob_bytes: l.size, detail: e },
+                Ok(()) => RecipeOutcome {
+                    layer: l.digest.clone(),
+                    dropped: true,
+                    recipe_bytes: bytes.len() as u64,
+                    blob_bytes: l.size,
+                    detail,
+                },
+                Err(e) => RecipeOutcome {
+                    layer: l.digest.clone(),
+                    dropped: false,
+                    recipe_bytes: 0,
+                    blob_bytes: l.size,
+                    detail: e,
+                },
             },
             Err(why) => {
                 let _ = store.meta.write(|tx| {
@@ -125,7 +173,13 @@ pub fn make_recipes(store: &Store, layers: &[LayerInfo], max_ratio: f64) -> Vec<
                     )?;
                     Ok(())
                 });
-                RecipeOutcome { layer: l.digest.clone(), dropped: false, recipe_bytes: 0, blob_bytes: l.size, detail: format!("blob kept: {why}") }
+                RecipeOutcome {
+                    layer: l.digest.clone(),
+                    dropped: false,
+                    recipe_bytes: 0,
+                    blob_bytes: l.size,
+                    detail: format!("blob kept: {why}"),
+                }
             }
         };
         out.push(outcome);
@@ -145,10 +199,18 @@ fn commit(store: &Store, l: &LayerInfo, bytes: &[u8], detail: &str) -> Result<()
         .meta
         .write(|tx| {
             put_blob(tx, &d, bytes.len() as u64, stowage_layer::RECIPE_MEDIA_TYPE)?;
-            tx.execute("DELETE FROM layer_forms WHERE layer = ?1 AND form = 'recipe'", [l.digest.to_string()])?;
+            tx.execute(
+                "DELETE FROM layer_forms WHERE layer = ?1 AND form = 'recipe'",
+                [l.digest.to_string()],
+            )?;
             put_form(tx, &l.digest, "recipe", &d.to_string(), bytes.len() as u64)?;
             remove_blob(tx, &l.digest)?;
-            drop_form(tx, &l.digest, "blob", &format!("dropped by policy recipe, {detail}"))
+            drop_form(
+                tx,
+                &l.digest,
+                "blob",
+                &format!("dropped by policy recipe, {detail}"),
+            )
         })
         .map_err(|e| e.to_string())?;
     store.content.remove(&l.digest).map_err(|e| e.to_string())?;

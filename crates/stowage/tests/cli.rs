@@ -95,7 +95,10 @@ fn images_inspect_tag_rm() {
     for (i, l) in layers.iter().enumerate() {
         assert_eq!(l["digest"], pushed.layers[i]);
         assert_eq!(l["diffID"], pushed.diff_ids[i]);
-        assert_eq!(l["forms"], serde_json::json!(["blob", "snapshot", "tar-split"]));
+        assert_eq!(
+            l["forms"],
+            serde_json::json!(["blob", "snapshot", "tar-split"])
+        );
     }
     assert_eq!(doc["configDigest"], pushed.config);
     assert_eq!(doc["origin"]["repository"], "test/cli");
@@ -177,7 +180,11 @@ fn discard_policy_keeps_snapshots_only_from_flag_and_config_files() {
             .json();
         assert_eq!(doc["policy"], "discard");
         for (i, l) in doc["layers"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(l["forms"], serde_json::json!(["snapshot", "tar-split"]), "{l}");
+            assert_eq!(
+                l["forms"],
+                serde_json::json!(["snapshot", "tar-split"]),
+                "{l}"
+            );
             assert!(
                 l["blobDropped"].as_str().unwrap().contains("discard"),
                 "{l}"

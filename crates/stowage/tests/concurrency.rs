@@ -11,14 +11,26 @@ use std::sync::{Arc, Mutex};
 
 fn image(reg: &str, repo: &str) -> common::push::Pushed {
     let tars: Vec<Vec<u8>> = (0..3)
-        .map(|i| Tar::new().dir("d", 0o755).file(&format!("d/f{i}"), &vec![i as u8; 200_000 + i]).finish())
+        .map(|i| {
+            Tar::new()
+                .dir("d", 0o755)
+                .file(&format!("d/f{i}"), &vec![i as u8; 200_000 + i])
+                .finish()
+        })
         .collect();
     push_image(reg, repo, "v1", &tars, None)
 }
 
 fn spawn_pull(root: &std::path::Path, img: &str) -> std::process::Child {
     Command::new(common::bin())
-        .args(["--root", root.to_str().unwrap(), "pull", "--plain-http", "-q", img])
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "pull",
+            "--plain-http",
+            "-q",
+            img,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -48,11 +60,20 @@ fn two_pulls_of_one_image_fetch_each_layer_once() {
     let b = spawn_pull(&root, &img);
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let counts = counts.lock().unwrap();
     for l in &pushed.layers {
-        assert_eq!(counts.get(l), Some(&1), "layer {l} fetched {:?} times", counts.get(l));
+        assert_eq!(
+            counts.get(l),
+            Some(&1),
+            "layer {l} fetched {:?} times",
+            counts.get(l)
+        );
     }
     let out = work.path().join("rootfs");
     stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
@@ -75,7 +96,16 @@ fn rm_and_gc_during_a_pull_leave_a_consistent_store() {
     });
     let img = format!("{}/test/concurrent-gc:v1", p.addr);
     // An image that exists before, and is removed during the pull.
-    stowage(&root, &["pull", "--plain-http", "-q", &format!("{reg}/test/concurrent:v1")]).ok();
+    stowage(
+        &root,
+        &[
+            "pull",
+            "--plain-http",
+            "-q",
+            &format!("{reg}/test/concurrent:v1"),
+        ],
+    )
+    .ok();
     let child = spawn_pull(&root, &img);
     for _ in 0..5 {
         let _ = stowage(&root, &["rm", &format!("{reg}/test/concurrent:v1")]);
@@ -83,7 +113,11 @@ fn rm_and_gc_during_a_pull_leave_a_consistent_store() {
         std::thread::sleep(std::time::Duration::from_millis(150));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stowage(&root, &["gc"]).ok();
     let names = stowage(&root, &["images", "-q"]).ok().stdout();
     assert_eq!(names.trim(), img);

@@ -19,7 +19,10 @@ fn big_layer_image(reg: &str, repo: &str) -> common::push::Pushed {
         x ^= x << 17;
         *b = x as u8;
     }
-    let l = Tar::new().dir("data", 0o755).file("data/blob", &data).finish();
+    let l = Tar::new()
+        .dir("data", 0o755)
+        .file("data/blob", &data)
+        .finish();
     push_image(reg, repo, "v1", &[l], None)
 }
 
@@ -47,13 +50,26 @@ fn a_dropped_connection_is_resumed_with_range_and_verified() {
     let img = format!("{}/test/fault-resume:v1", p.addr);
     stowage(&root, &["pull", "--plain-http", "-q", &img]).ok();
     assert!(gets.load(Ordering::SeqCst) >= 3);
-    let ranges: Vec<String> = p.log.lock().unwrap().iter().filter(|h| h.to_ascii_lowercase().contains("range: bytes=")).cloned().collect();
+    let ranges: Vec<String> = p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.to_ascii_lowercase().contains("range: bytes="))
+        .cloned()
+        .collect();
     assert!(ranges.len() >= 2, "resumes must use HTTP Range: {ranges:?}");
     let out = work.path().join("rootfs");
     stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(out.join("data/blob")).unwrap().len(), 3 << 20);
+    assert_eq!(
+        std::fs::metadata(out.join("data/blob")).unwrap().len(),
+        3 << 20
+    );
     let blob = root.join("blobs/sha256").join(&pushed.layers[0][7..]);
-    assert_eq!(common::push::sha(&std::fs::read(blob).unwrap()), pushed.layers[0]);
+    assert_eq!(
+        common::push::sha(&std::fs::read(blob).unwrap()),
+        pushed.layers[0]
+    );
 }
 
 #[test]
@@ -63,12 +79,30 @@ fn a_connection_that_always_drops_fails_clearly_and_commits_nothing() {
     let root = work.path().join("store");
     let pushed = big_layer_image(&reg, "test/fault-always");
     let layer = pushed.layers[0].clone();
-    let p = proxy::start(&reg, move |m, path| if m == "GET" && path.ends_with(&layer) { Fault::Truncate(50_000) } else { Fault::Pass });
-    let r = stowage(&root, &["pull", "--plain-http", "-q", &format!("{}/test/fault-always:v1", p.addr)]).fails();
+    let p = proxy::start(&reg, move |m, path| {
+        if m == "GET" && path.ends_with(&layer) {
+            Fault::Truncate(50_000)
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = stowage(
+        &root,
+        &[
+            "pull",
+            "--plain-http",
+            "-q",
+            &format!("{}/test/fault-always:v1", p.addr),
+        ],
+    )
+    .fails();
     assert!(r.stderr().contains(&pushed.layers[0]), "{}", r.stderr());
     assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
     assert_eq!(std::fs::read_dir(root.join("ingest")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -85,7 +119,20 @@ fn a_redirect_loop_is_a_clear_error() {
             Fault::Pass
         }
     });
-    let r = stowage(&root, &["pull", "--plain-http", "-q", &format!("{}/test/fault-redirect:v1", p.addr)]).fails();
-    assert!(r.stderr().to_lowercase().contains("redirect"), "{}", r.stderr());
+    let r = stowage(
+        &root,
+        &[
+            "pull",
+            "--plain-http",
+            "-q",
+            &format!("{}/test/fault-redirect:v1", p.addr),
+        ],
+    )
+    .fails();
+    assert!(
+        r.stderr().to_lowercase().contains("redirect"),
+        "{}",
+        r.stderr()
+    );
     assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
 }

@@ -21,16 +21,35 @@ fn gc_keeps_what_images_and_mounts_use_and_du_adds_up() {
     stowage(&root, &["pull", "--plain-http", "-q", &ms]).ok();
 
     let du = stowage(&root, &["du", "--format", "json"]).ok().json();
-    let on_disk: u64 = std::fs::read_dir(root.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let on_disk: u64 = std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     let t = &du["total"];
-    assert_eq!(t["blobs"].as_u64().unwrap() + t["recipes"].as_u64().unwrap(), on_disk, "{du}");
-    let ms_usage = du["images"].as_array().unwrap().iter().find(|i| i["name"] == ms).unwrap();
-    assert!(ms_usage["shared"].as_u64().unwrap() > 50_000_000, "debian-min's layers are shared: {ms_usage}");
+    assert_eq!(
+        t["blobs"].as_u64().unwrap() + t["recipes"].as_u64().unwrap(),
+        on_disk,
+        "{du}"
+    );
+    let ms_usage = du["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == ms)
+        .unwrap();
+    assert!(
+        ms_usage["shared"].as_u64().unwrap() > 50_000_000,
+        "debian-min's layers are shared: {ms_usage}"
+    );
     assert!(stowage(&root, &["du"]).ok().stdout().contains("SNAPSHOTS"));
 
     // Nothing is garbage yet.
     let r = stowage(&root, &["gc", "--format", "json"]).ok().json();
-    assert_eq!((r["blobs_removed"].as_u64(), r["snapshots_removed"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(
+        (r["blobs_removed"].as_u64(), r["snapshots_removed"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
 
     // A mount holds its snapshots even after the image is removed.
     let mnt = work.path().join("mnt");
@@ -39,8 +58,14 @@ fn gc_keeps_what_images_and_mounts_use_and_du_adds_up() {
     stowage(&root, &["rm", &ms]).ok();
     let snaps_before = dir_count(&root.join("snapshots"));
     let r = stowage(&root, &["gc", "--format", "json"]).ok().json();
-    assert_eq!(r["snapshots_removed"], 0, "a mounted snapshot was collected: {r}");
-    assert!(r["blobs_removed"].as_u64().unwrap() >= 3, "many-small's own blobs go: {r}");
+    assert_eq!(
+        r["snapshots_removed"], 0,
+        "a mounted snapshot was collected: {r}"
+    );
+    assert!(
+        r["blobs_removed"].as_u64().unwrap() >= 3,
+        "many-small's own blobs go: {r}"
+    );
     assert!(mnt.join("srv/small").exists());
     sh("umount", &[mnt.to_str().unwrap()]);
     let r = stowage(&root, &["gc", "--format", "json"]).ok().json();
@@ -51,7 +76,9 @@ fn gc_keeps_what_images_and_mounts_use_and_du_adds_up() {
     let out = work.path().join("rootfs");
     stowage(&root, &["unpack", &dm, out.to_str().unwrap()]).ok();
     assert!(out.join("usr/bin/python3").exists());
-    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &dm]).ok().json();
+    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &dm])
+        .ok()
+        .json();
     assert_eq!(again["layers_fetched"], 0);
 }
 
@@ -64,7 +91,14 @@ fn killed_pulls_leave_a_store_that_opens_and_repairs_itself() {
     // Kill at spread-out moments: during manifest fetch, mid-layer, at commit.
     for i in 0..12u64 {
         let mut child = Command::new(common::bin())
-            .args(["--root", root.to_str().unwrap(), "pull", "--plain-http", "-q", &img])
+            .args([
+                "--root",
+                root.to_str().unwrap(),
+                "pull",
+                "--plain-http",
+                "-q",
+                &img,
+            ])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(20 + i * 110));
@@ -74,10 +108,21 @@ fn killed_pulls_leave_a_store_that_opens_and_repairs_itself() {
         stowage(&root, &["images"]).ok();
         stowage(&root, &["gc"]).ok();
         assert_eq!(dir_count(&root.join("ingest")), 0, "gc left ingest files");
-        let names: Vec<String> = std::fs::read_dir(root.join("snapshots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert!(names.iter().all(|n| !n.starts_with("tmp-")), "gc left temporary snapshots: {names:?}");
+        let names: Vec<String> = std::fs::read_dir(root.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("tmp-")),
+            "gc left temporary snapshots: {names:?}"
+        );
         // An image that is listed is whole.
-        if !stowage(&root, &["images", "-q"]).ok().stdout().trim().is_empty() {
+        if !stowage(&root, &["images", "-q"])
+            .ok()
+            .stdout()
+            .trim()
+            .is_empty()
+        {
             let out = work.path().join(format!("rootfs{i}"));
             stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
         }

@@ -52,6 +52,8 @@ pub struct KpLazyModel {
     byte_available: bool,
     ii: u16,
     lit_len: [u8; 256],
+    /// Level 9: running sum of literal code lengths over the window.
+    bits: Vec<u32>,
 }
 
 impl KpLazyModel {
@@ -82,6 +84,7 @@ impl KpLazyModel {
             byte_available: false,
             ii: 0,
             lit_len: [0; 256],
+            bits: vec![0; 2 * WINDOW + 1],
         }
     }
 
@@ -156,7 +159,7 @@ impl KpLazyModel {
                 let n = super::zlib::common_prefix(&win[iu..iu + look], &win[pos..pos + look]);
                 if n > length {
                     let better = if weighed {
-                        let bits: i32 = win[pos..pos + n].iter().map(|&c| self.lit_len[c as usize] as i32).sum();
+                        let bits = (self.bits[pos + n] - self.bits[pos]) as i32;
                         let g = bits
                             - DIST_EXTRA[offset_code_of((pos - iu) as u32)] as i32
                             - 6
@@ -203,6 +206,10 @@ impl KpLazyModel {
             }
             let freq: Vec<u32> = hist.iter().map(|&v| v as u32).collect();
             self.lit_len.copy_from_slice(&go_lengths(&freq, 15));
+            // Prefix sums make each candidate's literal cost O(1).
+            for i in self.index..self.window_end {
+                self.bits[i + 1] = self.bits[i] + self.lit_len[self.window[i] as usize] as u32;
+            }
         }
         let max_insert = self.window_end.saturating_sub(MIN_MATCH - 1);
         loop {

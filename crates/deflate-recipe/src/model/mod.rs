@@ -239,20 +239,20 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let noise: Vec<u8> = (0..300_000).map(|_| rnd() as u8).collect();
+        let noise: Vec<u8> = (0..120_000).map(|_| rnd() as u8).collect();
         let mut periodic = Vec::new();
         for p in [1usize, 2, 3, 7, 258, 32768, 32769] {
-            periodic.extend((0..70_000).map(|i| (i % p) as u8));
+            periodic.extend((0..40_000).map(|i| (i % p) as u8));
         }
         let mut far = noise[..40_000].to_vec();
         far.extend_from_slice(&noise[..40_000]);
-        far.extend(std::iter::repeat_n(0u8, 100_000));
+        far.extend(std::iter::repeat_n(0u8, 70_000));
         far.extend_from_slice(&noise[1000..33_000]);
         vec![
             vec![],
             vec![7],
             vec![0; 17],
-            vec![0; 1 << 20],
+            vec![0; 200_000],
             noise,
             periodic,
             far,

@@ -9,23 +9,46 @@ use stowage::{Policy, Store};
 
 type Result<T> = std::result::Result<T, String>;
 
-pub fn export(store: &Store, output: &Path, refs: &[String], opts: &ExportOptions, format: Format) -> Result<()> {
+pub fn export(
+    store: &Store,
+    output: &Path,
+    refs: &[String],
+    opts: &ExportOptions,
+    format: Format,
+) -> Result<()> {
     // Every blob is resolved before a byte is written.
     let plan = plan_export(store, refs, opts, true).map_err(|e| e.to_string())?;
     let report = if output == Path::new("-") {
         let stdout = std::io::stdout().lock();
-        let (mut w, report) = write_archive(store, &plan, opts, std::io::BufWriter::with_capacity(1 << 20, stdout))
-            .map_err(|e| e.to_string())?;
+        let (mut w, report) = write_archive(
+            store,
+            &plan,
+            opts,
+            std::io::BufWriter::with_capacity(1 << 20, stdout),
+        )
+        .map_err(|e| e.to_string())?;
         w.flush().map_err(|e| format!("stdout: {e}"))?;
         report
     } else {
         // Written beside the target and renamed when complete, so a failed
         // export never leaves a partial archive under the final name.
-        let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = output.file_name().ok_or("-o needs a file name")?.to_string_lossy().into_owned();
+        let dir = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = output
+            .file_name()
+            .ok_or("-o needs a file name")?
+            .to_string_lossy()
+            .into_owned();
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let result = write_archive(store, &plan, opts, std::io::BufWriter::with_capacity(1 << 20, f));
+        let result = write_archive(
+            store,
+            &plan,
+            opts,
+            std::io::BufWriter::with_capacity(1 << 20, f),
+        );
         let finish = result.map_err(|e| e.to_string()).and_then(|(w, report)| {
             let f = w.into_inner().map_err(|e| e.to_string())?;
             f.sync_all().map_err(|e| e.to_string())?;
@@ -55,7 +78,10 @@ pub fn export(store: &Store, output: &Path, refs: &[String], opts: &ExportOption
         }
     }
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else if output != Path::new("-") {
         for img in &report.images {
             eprintln!(
@@ -82,34 +108,52 @@ pub fn check(store: &Store, refs: &[String], opts: &ExportOptions, format: Forma
                 BlobSource::Fetch => "fetchable",
                 BlobSource::Recompress => "rebuildable only under a new digest",
                 BlobSource::Missing { .. } => {
-                    if b.layer.is_some() && stowage::export::plan::has_snapshot_and_recipe(store, b) {
+                    if b.layer.is_some() && stowage::export::plan::has_snapshot_and_recipe(store, b)
+                    {
                         "rebuildable only under a new digest"
                     } else {
                         "missing"
                     }
                 }
             };
-            if !matches!(b.source, BlobSource::Present | BlobSource::Rebuild | BlobSource::Fetch) {
+            if !matches!(
+                b.source,
+                BlobSource::Present | BlobSource::Rebuild | BlobSource::Fetch
+            ) {
                 img_exact = false;
             }
             let detail = match &b.source {
                 BlobSource::Missing { reason } => reason.clone(),
                 _ => String::new(),
             };
-            rows.push(vec![img.record.name.clone(), b.kind.to_string(), b.digest.to_string(), human_size(b.size), status.to_string()]);
+            rows.push(vec![
+                img.record.name.clone(),
+                b.kind.to_string(),
+                b.digest.to_string(),
+                human_size(b.size),
+                status.to_string(),
+            ]);
             blobs.push(serde_json::json!({"digest": b.digest, "kind": b.kind, "size": b.size, "mediaType": b.media_type, "status": status, "detail": detail}));
         }
         exact &= img_exact;
         docs.push(serde_json::json!({"name": img.record.name, "digest": img.record.digest, "policy": img.record.policy, "exact": img_exact, "blobs": blobs}));
     }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&docs).map_err(|e| e.to_string())?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&docs).map_err(|e| e.to_string())?
+        ),
         Format::Table => {
             table(&["IMAGE", "KIND", "DIGEST", "SIZE", "STATUS"], &rows);
             for d in &docs {
                 for b in d["blobs"].as_array().unwrap() {
                     if !b["detail"].as_str().unwrap_or("").is_empty() {
-                        eprintln!("{} {}: {}", d["name"].as_str().unwrap_or(""), b["digest"].as_str().unwrap_or(""), b["detail"].as_str().unwrap_or(""));
+                        eprintln!(
+                            "{} {}: {}",
+                            d["name"].as_str().unwrap_or(""),
+                            b["digest"].as_str().unwrap_or(""),
+                            b["detail"].as_str().unwrap_or("")
+                        );
                     }
                 }
             }
@@ -122,16 +166,30 @@ pub fn check(store: &Store, refs: &[String], opts: &ExportOptions, format: Forma
     }
 }
 
-pub fn import(store: &Store, file: &Path, name: Option<&str>, policy: Policy, format: Format) -> Result<()> {
+pub fn import(
+    store: &Store,
+    file: &Path,
+    name: Option<&str>,
+    policy: Policy,
+    format: Format,
+) -> Result<()> {
     let report = if file == Path::new("-") {
         stowage::import::import(store, std::io::stdin().lock(), name, policy)
     } else {
         let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        stowage::import::import(store, std::io::BufReader::with_capacity(1 << 20, f), name, policy)
+        stowage::import::import(
+            store,
+            std::io::BufReader::with_capacity(1 << 20, f),
+            name,
+            policy,
+        )
     }
     .map_err(|e| e.to_string())?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else {
         for i in &report.images {
             println!("{} {}", i.name, i.digest);
@@ -143,7 +201,10 @@ pub fn import(store: &Store, file: &Path, name: Option<&str>, policy: Policy, fo
 pub fn gc(store: &Store, format: Format) -> Result<()> {
     let r = stowage_store::gc::gc(store).map_err(|e| e.to_string())?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+        );
     } else {
         println!(
             "removed {} blobs ({}), {} snapshots ({}), {} stale leases, {} temporary files",
@@ -161,7 +222,10 @@ pub fn gc(store: &Store, format: Format) -> Result<()> {
 pub fn du(store: &Store, format: Format) -> Result<()> {
     let u = stowage::du::disk_usage(store).map_err(|e| e.to_string())?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&u).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&u).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     let row = |name: &str, policy: &str, x: &stowage::du::Usage| {
@@ -175,8 +239,23 @@ pub fn du(store: &Store, format: Format) -> Result<()> {
             human_size(x.saved_vs_keep),
         ]
     };
-    let mut rows: Vec<Vec<String>> = u.images.iter().map(|i| row(&i.name, &i.policy, &i.usage)).collect();
+    let mut rows: Vec<Vec<String>> = u
+        .images
+        .iter()
+        .map(|i| row(&i.name, &i.policy, &i.usage))
+        .collect();
     rows.push(row("TOTAL (each byte once)", "", &u.total));
-    table(&["IMAGE", "POLICY", "BLOBS", "SNAPSHOTS", "RECIPES", "SHARED", "SAVED VS KEEP"], &rows);
+    table(
+        &[
+            "IMAGE",
+            "POLICY",
+            "BLOBS",
+            "SNAPSHOTS",
+            "RECIPES",
+            "SHARED",
+            "SAVED VS KEEP",
+        ],
+        &rows,
+    );
     Ok(())
 }

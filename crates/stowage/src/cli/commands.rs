@@ -299,7 +299,16 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             password_stdin,
         } => super::login::login(&registry, username, password_stdin, config),
         Command::Logout { registry } => super::login::logout(&registry),
-        Command::Export { output, references, platform: p, all_platforms, no_fetch, recompress, skip_manifest_json, format } => {
+        Command::Export {
+            output,
+            references,
+            platform: p,
+            all_platforms,
+            no_fetch,
+            recompress,
+            skip_manifest_json,
+            format,
+        } => {
             let opts = stowage::export::ExportOptions {
                 platform: platform(&p)?,
                 all_platforms,
@@ -309,7 +318,12 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             };
             super::archive::export(&open(root)?, &output, &references, &opts, format)
         }
-        Command::Import { file, name, policy, format } => {
+        Command::Import {
+            file,
+            name,
+            policy,
+            format,
+        } => {
             let policy = match policy {
                 Some(p) => p.parse::<Policy>()?,
                 None => config.policy,
@@ -318,8 +332,19 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
         }
         Command::Gc { format } => super::archive::gc(&open(root)?, format),
         Command::Du { format } => super::archive::du(&open(root)?, format),
-        Command::Check { references, platform: p, all_platforms, no_fetch, format } => {
-            let opts = stowage::export::ExportOptions { platform: platform(&p)?, all_platforms, no_fetch, ..Default::default() };
+        Command::Check {
+            references,
+            platform: p,
+            all_platforms,
+            no_fetch,
+            format,
+        } => {
+            let opts = stowage::export::ExportOptions {
+                platform: platform(&p)?,
+                all_platforms,
+                no_fetch,
+                ..Default::default()
+            };
             super::archive::check(&open(root)?, &references, &opts, format)
         }
         Command::Mount {

@@ -63,7 +63,10 @@ pub struct ImagePlan {
 
 impl ImagePlan {
     pub fn blobs(&self) -> Vec<&BlobPlan> {
-        self.manifests.iter().flat_map(|m| std::iter::once(&m.config).chain(m.layers.iter())).collect()
+        self.manifests
+            .iter()
+            .flat_map(|m| std::iter::once(&m.config).chain(m.layers.iter()))
+            .collect()
     }
 }
 
@@ -75,31 +78,49 @@ pub struct ExportPlan {
 fn origin_client(store: &Store, rec: &ImageRecord) -> Option<RegistryClient> {
     let _ = store;
     let registry = rec.origin_registry.as_ref()?;
-    let opts = ClientOptions { plain_http: rec.origin_plain_http, ..Default::default() };
+    let opts = ClientOptions {
+        plain_http: rec.origin_plain_http,
+        ..Default::default()
+    };
     RegistryClient::new(registry, &opts).ok()
 }
 
 /// Resolve every blob of `names` without writing anything. With `strict`
 /// (an export), a blob that cannot be produced is an error listing all of
 /// them; without (`check`), it is reported in the plan.
-pub fn plan_export(store: &Store, names: &[String], opts: &ExportOptions, strict: bool) -> Result<ExportPlan, ExportError> {
+pub fn plan_export(
+    store: &Store,
+    names: &[String],
+    opts: &ExportOptions,
+    strict: bool,
+) -> Result<ExportPlan, ExportError> {
     let mut images = Vec::new();
     let mut clients = Vec::new();
     for name in names {
         let rec = find_image(store, name)?;
-        let client = if opts.no_fetch { None } else { origin_client(store, &rec) };
+        let client = if opts.no_fetch {
+            None
+        } else {
+            origin_client(store, &rec)
+        };
         let plan = plan_image(store, rec, opts, client.as_ref())?;
         if strict {
             let missing: Vec<String> = plan
                 .blobs()
                 .iter()
                 .filter_map(|b| match &b.source {
-                    BlobSource::Missing { reason } => Some(format!("  {} {} ({} bytes): {reason}", b.kind, b.digest, b.size)),
+                    BlobSource::Missing { reason } => Some(format!(
+                        "  {} {} ({} bytes): {reason}",
+                        b.kind, b.digest, b.size
+                    )),
                     _ => None,
                 })
                 .collect();
             if !missing.is_empty() {
-                return Err(ExportError::Missing { image: plan.record.name.clone(), missing });
+                return Err(ExportError::Missing {
+                    image: plan.record.name.clone(),
+                    missing,
+                });
             }
         }
         images.push(plan);
@@ -108,22 +129,45 @@ pub fn plan_export(store: &Store, names: &[String], opts: &ExportOptions, strict
     Ok(ExportPlan { images, clients })
 }
 
-fn plan_image(store: &Store, rec: ImageRecord, opts: &ExportOptions, client: Option<&RegistryClient>) -> Result<ImagePlan, ExportError> {
-    let fail = |detail: String| ExportError::Failed { image: rec.name.clone(), detail };
-    let top = store.content.read(&rec.digest).map_err(|e| fail(format!("top manifest: {e}")))?;
+fn plan_image(
+    store: &Store,
+    rec: ImageRecord,
+    opts: &ExportOptions,
+    client: Option<&RegistryClient>,
+) -> Result<ImagePlan, ExportError> {
+    let fail = |detail: String| ExportError::Failed {
+        image: rec.name.clone(),
+        detail,
+    };
+    let top = store
+        .content
+        .read(&rec.digest)
+        .map_err(|e| fail(format!("top manifest: {e}")))?;
     let mut manifests = Vec::new();
     let mut index = None;
-    match parse_manifest(&top, Some(&rec.media_type)).map_err(|e| fail(format!("manifest {}: {e}", rec.digest)))? {
-        Manifest::Image(_) => manifests.push((rec.digest.clone(), rec.media_type.clone(), top.clone())),
+    match parse_manifest(&top, Some(&rec.media_type))
+        .map_err(|e| fail(format!("manifest {}: {e}", rec.digest)))?
+    {
+        Manifest::Image(_) => {
+            manifests.push((rec.digest.clone(), rec.media_type.clone(), top.clone()))
+        }
         Manifest::Index(idx) => {
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
             let mut chosen = false;
             for d in idx.manifests() {
                 let digest = Digest::try_from(d.digest()).map_err(|e| fail(e.to_string()))?;
                 let p = d.platform().as_ref();
-                let (os, arch, var) =
-                    p.map(|p| (p.os().to_string(), p.architecture().to_string(), p.variant().clone())).unwrap_or_default();
-                let take = opts.all_platforms || (!chosen && want.matches(&os, &arch, var.as_deref()));
+                let (os, arch, var) = p
+                    .map(|p| {
+                        (
+                            p.os().to_string(),
+                            p.architecture().to_string(),
+                            p.variant().clone(),
+                        )
+                    })
+                    .unwrap_or_default();
+                let take =
+                    opts.all_platforms || (!chosen && want.matches(&os, &arch, var.as_deref()));
                 if !take {
                     continue;
                 }
@@ -135,45 +179,97 @@ fn plan_image(store: &Store, rec: ImageRecord, opts: &ExportOptions, client: Opt
                 manifests.push((digest, d.media_type().to_string(), bytes));
             }
             if manifests.is_empty() {
-                return Err(fail(format!("no manifest for platform {want} in the index")));
+                return Err(fail(format!(
+                    "no manifest for platform {want} in the index"
+                )));
             }
             index = Some((rec.digest.clone(), top.clone()));
         }
     }
     let mut out = Vec::new();
     for (digest, media_type, bytes) in manifests {
-        let m = match parse_manifest(&bytes, Some(&media_type)).map_err(|e| fail(format!("manifest {digest}: {e}")))? {
+        let m = match parse_manifest(&bytes, Some(&media_type))
+            .map_err(|e| fail(format!("manifest {digest}: {e}")))?
+        {
             Manifest::Image(m) => m,
             Manifest::Index(_) => return Err(fail(format!("manifest {digest}: nested index"))),
         };
         let cd = Digest::try_from(m.config().digest()).map_err(|e| fail(e.to_string()))?;
-        let config = blob_plan(store, client, &rec, &cd, m.config().size(), m.config().media_type().to_string(), "config", None, opts);
+        let config = blob_plan(
+            store,
+            client,
+            &rec,
+            &cd,
+            m.config().size(),
+            m.config().media_type().to_string(),
+            "config",
+            None,
+            opts,
+        );
         let layer_infos = layer_infos(store, &m, &cd).map_err(fail)?;
         let mut layers = Vec::new();
         for li in layer_infos {
-            let p = blob_plan(store, client, &rec, &li.digest, li.size, li.media_type.clone(), "layer", Some(li.clone()), opts);
+            let p = blob_plan(
+                store,
+                client,
+                &rec,
+                &li.digest,
+                li.size,
+                li.media_type.clone(),
+                "layer",
+                Some(li.clone()),
+                opts,
+            );
             layers.push(p);
         }
-        out.push(ManifestPlan { digest, media_type, bytes, config, layers });
+        out.push(ManifestPlan {
+            digest,
+            media_type,
+            bytes,
+            config,
+            layers,
+        });
     }
-    Ok(ImagePlan { record: rec, index, manifests: out })
+    Ok(ImagePlan {
+        record: rec,
+        index,
+        manifests: out,
+    })
 }
 
-fn fetch_manifest(client: Option<&RegistryClient>, rec: &ImageRecord, d: &Digest) -> Result<Vec<u8>, String> {
-    let c = client.ok_or_else(|| format!("manifest {d} is not in the store and fetching is not allowed"))?;
+fn fetch_manifest(
+    client: Option<&RegistryClient>,
+    rec: &ImageRecord,
+    d: &Digest,
+) -> Result<Vec<u8>, String> {
+    let c = client
+        .ok_or_else(|| format!("manifest {d} is not in the store and fetching is not allowed"))?;
     let repo = rec.origin_repository.clone().unwrap_or_default();
-    let m = c.fetch_manifest(&repo, &d.to_string()).map_err(|e| e.to_string())?;
+    let m = c
+        .fetch_manifest(&repo, &d.to_string())
+        .map_err(|e| e.to_string())?;
     if Digest::of(&m.bytes) != *d {
-        return Err(format!("registry served a manifest that does not hash to {d}"));
+        return Err(format!(
+            "registry served a manifest that does not hash to {d}"
+        ));
     }
     Ok(m.bytes)
 }
 
-fn layer_infos(store: &Store, m: &stowage_oci::spec::ImageManifest, cd: &Digest) -> Result<Vec<LayerInfo>, String> {
+fn layer_infos(
+    store: &Store,
+    m: &stowage_oci::spec::ImageManifest,
+    cd: &Digest,
+) -> Result<Vec<LayerInfo>, String> {
     let cbytes = store.content.read(cd).map_err(|e| format!("config: {e}"))?;
     let config = parse_config(&cbytes).map_err(|e| format!("config {cd}: {e}"))?;
-    let diff_ids: Vec<Digest> =
-        config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_, _>>().map_err(|e| format!("{e}"))?;
+    let diff_ids: Vec<Digest> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{e}"))?;
     let chains = stowage_store::snapshots::chain_ids(&diff_ids);
     m.layers()
         .iter()
@@ -183,7 +279,10 @@ fn layer_infos(store: &Store, m: &stowage_oci::spec::ImageManifest, cd: &Digest)
                 digest: Digest::try_from(l.digest()).map_err(|e| e.to_string())?,
                 media_type: l.media_type().to_string(),
                 size: l.size(),
-                diff_id: diff_ids.get(i).cloned().ok_or("config has fewer diff_ids than layers")?,
+                diff_id: diff_ids
+                    .get(i)
+                    .cloned()
+                    .ok_or("config has fewer diff_ids than layers")?,
                 chain_id: chains[i].clone(),
             })
         })
@@ -210,11 +309,22 @@ fn blob_plan(
     layer: Option<LayerInfo>,
     opts: &ExportOptions,
 ) -> BlobPlan {
-    let mut p = BlobPlan { digest: digest.clone(), size, media_type, kind, source: BlobSource::Present, fetchable: None, layer: layer.clone(), recipe: None };
+    let mut p = BlobPlan {
+        digest: digest.clone(),
+        size,
+        media_type,
+        kind,
+        source: BlobSource::Present,
+        fetchable: None,
+        layer: layer.clone(),
+        recipe: None,
+    };
     if store.content.contains(digest) {
         return p;
     }
-    let snapshot = layer.as_ref().filter(|l| store.snapshots.exists(&l.chain_id));
+    let snapshot = layer
+        .as_ref()
+        .filter(|l| store.snapshots.exists(&l.chain_id));
     let recipe = layer.as_ref().and_then(|l| layer_recipe(store, &l.digest));
     if let (Some(_), Some(r)) = (snapshot, &recipe) {
         if r.rebuilds_blob() {
@@ -257,7 +367,9 @@ fn blob_plan(
     } else {
         "re-pull the image with --policy keep"
     };
-    p.source = BlobSource::Missing { reason: format!("{why_dropped}; {fetch_note}; ways out: {ways}") };
+    p.source = BlobSource::Missing {
+        reason: format!("{why_dropped}; {fetch_note}; ways out: {ways}"),
+    };
     p
 }
 

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use stowage_archive::{blob_path, ArchiveWriter, DockerManifestEntry, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use stowage_archive::{
+    blob_path, ArchiveWriter, DockerManifestEntry, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+};
 use stowage_oci::{Digest, Hasher, OCI_INDEX};
 use stowage_store::Store;
 
@@ -47,7 +49,11 @@ impl Drop for Recompressed {
 fn recompress(store: &Store, b: &BlobPlan) -> Result<Recompressed, String> {
     let layer = b.layer.as_ref().ok_or("not a layer")?;
     let recipe = b.recipe.as_ref().ok_or("no recipe")?;
-    let path = store.root().join("ingest").join(format!("recompress-{}-{}", std::process::id(), layer.digest.hex()));
+    let path = store.root().join("ingest").join(format!(
+        "recompress-{}-{}",
+        std::process::id(),
+        layer.digest.hex()
+    ));
     let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     struct HashW<W> {
         inner: W,
@@ -63,19 +69,34 @@ fn recompress(store: &Store, b: &BlobPlan) -> Result<Recompressed, String> {
             self.inner.flush()
         }
     }
-    let out = HashW { inner: std::io::BufWriter::new(file), h: Hasher::new() };
+    let out = HashW {
+        inner: std::io::BufWriter::new(file),
+        h: Hasher::new(),
+    };
     let gz = GzEncoder::new(out, flate2::Compression::default());
-    let mut tar = HashW { inner: gz, h: Hasher::new() };
-    recipe.write_tar(&store.snapshots.path(&layer.chain_id), &mut tar).map_err(|e| e.to_string())?;
+    let mut tar = HashW {
+        inner: gz,
+        h: Hasher::new(),
+    };
+    recipe
+        .write_tar(&store.snapshots.path(&layer.chain_id), &mut tar)
+        .map_err(|e| e.to_string())?;
     let diff = tar.h.finish();
     if diff != layer.diff_id {
         let _ = std::fs::remove_file(&path);
-        return Err(format!("the tar rebuilt from the snapshot hashes to {diff}, not to diffID {}", layer.diff_id));
+        return Err(format!(
+            "the tar rebuilt from the snapshot hashes to {diff}, not to diffID {}",
+            layer.diff_id
+        ));
     }
     let mut out = tar.inner.finish().map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
     let size = out.h.len();
-    Ok(Recompressed { path, digest: out.h.finish(), size })
+    Ok(Recompressed {
+        path,
+        digest: out.h.finish(),
+        size,
+    })
 }
 
 fn gzip_media_type(old: &str) -> &'static str {
@@ -87,11 +108,18 @@ fn gzip_media_type(old: &str) -> &'static str {
 }
 
 /// Replace the digests in `json`'s descriptor list `key` per `changes`.
-fn rewrite(bytes: &[u8], key: &str, changes: &HashMap<Digest, (Digest, u64, Option<&'static str>)>) -> Result<Vec<u8>, String> {
+fn rewrite(
+    bytes: &[u8],
+    key: &str,
+    changes: &HashMap<Digest, (Digest, u64, Option<&'static str>)>,
+) -> Result<Vec<u8>, String> {
     let mut v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if let Some(list) = v.get_mut(key).and_then(|l| l.as_array_mut()) {
         for d in list {
-            let old = d.get("digest").and_then(|x| x.as_str()).and_then(|s| s.parse::<Digest>().ok());
+            let old = d
+                .get("digest")
+                .and_then(|x| x.as_str())
+                .and_then(|s| s.parse::<Digest>().ok());
             if let Some((new, size, mt)) = old.and_then(|o| changes.get(&o)) {
                 d["digest"] = json!(new.to_string());
                 d["size"] = json!(size);
@@ -109,17 +137,33 @@ fn tag_of(name: &str) -> Option<String> {
         return None;
     }
     let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
-    name[slash..].rfind(':').map(|i| name[slash + i + 1..].to_string())
+    name[slash..]
+        .rfind(':')
+        .map(|i| name[slash + i + 1..].to_string())
 }
 
-pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOptions, out: W) -> Result<(W, ExportReport), ExportError> {
-    let _lease = store.meta.lease("export").map_err(|e| ExportError::Io(e.to_string()))?;
+pub fn write_archive<W: Write>(
+    store: &Store,
+    plan: &ExportPlan,
+    opts: &ExportOptions,
+    out: W,
+) -> Result<(W, ExportReport), ExportError> {
+    let _lease = store
+        .meta
+        .lease("export")
+        .map_err(|e| ExportError::Io(e.to_string()))?;
     let mut aw = ArchiveWriter::new(out).map_err(|e| ExportError::Io(e.to_string()))?;
     let mut index_entries = Vec::new();
     let mut docker_entries: Vec<DockerManifestEntry> = Vec::new();
-    let mut report = ExportReport { images: Vec::new(), blobs: 0 };
+    let mut report = ExportReport {
+        images: Vec::new(),
+        blobs: 0,
+    };
     for (img, client) in plan.images.iter().zip(plan.clients.iter()) {
-        let fail = |detail: String| ExportError::Failed { image: img.record.name.clone(), detail };
+        let fail = |detail: String| ExportError::Failed {
+            image: img.record.name.clone(),
+            detail,
+        };
         let mut temps: HashMap<Digest, Recompressed> = HashMap::new();
         let mut changes: HashMap<Digest, (Digest, u64, Option<&'static str>)> = HashMap::new();
         let mut exported = ExportedImage {
@@ -132,9 +176,19 @@ pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOp
         };
         for b in img.blobs() {
             if matches!(b.source, BlobSource::Recompress) && !temps.contains_key(&b.digest) {
-                let r = recompress(store, b).map_err(|e| fail(format!("recompress layer {}: {e}", b.digest)))?;
-                changes.insert(b.digest.clone(), (r.digest.clone(), r.size, Some(gzip_media_type(&b.media_type))));
-                exported.recompressed.push((b.digest.clone(), r.digest.clone()));
+                let r = recompress(store, b)
+                    .map_err(|e| fail(format!("recompress layer {}: {e}", b.digest)))?;
+                changes.insert(
+                    b.digest.clone(),
+                    (
+                        r.digest.clone(),
+                        r.size,
+                        Some(gzip_media_type(&b.media_type)),
+                    ),
+                );
+                exported
+                    .recompressed
+                    .push((b.digest.clone(), r.digest.clone()));
                 temps.insert(b.digest.clone(), r);
             }
         }
@@ -152,24 +206,39 @@ pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOp
                 }
                 let res = match &b.source {
                     BlobSource::Present => {
-                        let f = store.content.open_blob(&b.digest).map_err(|e| fail(e.to_string()))?;
-                        aw.blob(&digest, size, std::io::BufReader::with_capacity(256 * 1024, f))
+                        let f = store
+                            .content
+                            .open_blob(&b.digest)
+                            .map_err(|e| fail(e.to_string()))?;
+                        aw.blob(
+                            &digest,
+                            size,
+                            std::io::BufReader::with_capacity(256 * 1024, f),
+                        )
                     }
                     BlobSource::Recompress => {
-                        let f = std::fs::File::open(&temps[&b.digest].path).map_err(|e| fail(e.to_string()))?;
+                        let f = std::fs::File::open(&temps[&b.digest].path)
+                            .map_err(|e| fail(e.to_string()))?;
                         aw.blob(&digest, size, std::io::BufReader::new(f))
                     }
                     BlobSource::Fetch => {
-                        let c = client.as_ref().ok_or_else(|| fail("no registry client".into()))?;
-                        let r = c.fetch_blob(&repo, &b.digest).map_err(|e| fail(format!("re-fetch {}: {e}", b.digest)))?;
+                        let c = client
+                            .as_ref()
+                            .ok_or_else(|| fail("no registry client".into()))?;
+                        let r = c
+                            .fetch_blob(&repo, &b.digest)
+                            .map_err(|e| fail(format!("re-fetch {}: {e}", b.digest)))?;
                         exported.refetched += 1;
                         aw.blob(&digest, size, r)
                     }
                     BlobSource::Rebuild => {
                         let (layer, recipe) = (b.layer.clone().unwrap(), b.recipe.clone().unwrap());
                         let snap = store.snapshots.path(&layer.chain_id);
-                        let (reader, mut writer) = std::io::pipe().map_err(|e| fail(e.to_string()))?;
-                        let t = std::thread::spawn(move || crate::recipe::rebuild_blob(&recipe, &snap, &mut writer));
+                        let (reader, mut writer) =
+                            std::io::pipe().map_err(|e| fail(e.to_string()))?;
+                        let t = std::thread::spawn(move || {
+                            crate::recipe::rebuild_blob(&recipe, &snap, &mut writer)
+                        });
                         exported.rebuilt += 1;
                         let r = aw.blob(&digest, size, reader);
                         let rebuilt = t.join().map_err(|_| fail("rebuild panicked".into()))?;
@@ -178,26 +247,48 @@ pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOp
                         }
                         r
                     }
-                    BlobSource::Missing { reason } => return Err(fail(format!("{} {}: {reason}", b.kind, b.digest))),
+                    BlobSource::Missing { reason } => {
+                        return Err(fail(format!("{} {}: {reason}", b.kind, b.digest)))
+                    }
                 };
                 res.map_err(|e| fail(format!("{} {}: {e}", b.kind, b.digest)))?;
                 report.blobs += 1;
             }
-            let bytes = if changes.is_empty() { m.bytes.clone() } else { rewrite(&m.bytes, "layers", &changes).map_err(fail)? };
+            let bytes = if changes.is_empty() {
+                m.bytes.clone()
+            } else {
+                rewrite(&m.bytes, "layers", &changes).map_err(fail)?
+            };
             let md = Digest::of(&bytes);
             if md != m.digest {
                 manifest_changes.insert(m.digest.clone(), (md.clone(), bytes.len() as u64, None));
             }
-            aw.blob(&md, bytes.len() as u64, &bytes[..]).map_err(|e| fail(e.to_string()))?;
+            aw.blob(&md, bytes.len() as u64, &bytes[..])
+                .map_err(|e| fail(e.to_string()))?;
             let config_path = blob_path(&m.config.digest);
-            let layer_paths = m.layers.iter().map(|l| blob_path(temps.get(&l.digest).map(|r| &r.digest).unwrap_or(&l.digest))).collect();
-            written_manifests.push((md, m.media_type.clone(), bytes.len() as u64, config_path, layer_paths));
+            let layer_paths = m
+                .layers
+                .iter()
+                .map(|l| blob_path(temps.get(&l.digest).map(|r| &r.digest).unwrap_or(&l.digest)))
+                .collect();
+            written_manifests.push((
+                md,
+                m.media_type.clone(),
+                bytes.len() as u64,
+                config_path,
+                layer_paths,
+            ));
         }
         let (top_digest, top_media, top_size) = match &img.index {
             Some((d, bytes)) => {
-                let bytes = if manifest_changes.is_empty() { bytes.clone() } else { rewrite(bytes, "manifests", &manifest_changes).map_err(fail)? };
+                let bytes = if manifest_changes.is_empty() {
+                    bytes.clone()
+                } else {
+                    rewrite(bytes, "manifests", &manifest_changes).map_err(fail)?
+                };
                 let nd = Digest::of(&bytes);
-                aw.blob(&nd, bytes.len() as u64, &bytes[..]).map_err(|e| fail(e.to_string()))?;
+                aw.blob(&nd, bytes.len() as u64, &bytes[..])
+                    .map_err(|e| fail(e.to_string()))?;
                 let _ = d;
                 (nd, img.record.media_type.clone(), bytes.len() as u64)
             }
@@ -216,22 +307,40 @@ pub fn write_archive<W: Write>(store: &Store, plan: &ExportPlan, opts: &ExportOp
             ann.insert(ANNOTATION_REF_NAME.into(), json!(t));
         }
         if let Some(orig) = &exported.original_digest {
-            ann.insert("io.stowage.recompressed-from".into(), json!(orig.to_string()));
+            ann.insert(
+                "io.stowage.recompressed-from".into(),
+                json!(orig.to_string()),
+            );
         }
         index_entries.push(json!({"mediaType": top_media, "digest": top_digest.to_string(), "size": top_size, "annotations": ann}));
         for (_, _, _, config, layers) in written_manifests {
             let tags = tag_of(&img.record.name).map(|_| vec![img.record.name.clone()]);
-            match docker_entries.iter_mut().find(|e| e.config == config && e.layers == layers) {
-                Some(e) => e.repo_tags.get_or_insert_with(Vec::new).extend(tags.unwrap_or_default()),
-                None => docker_entries.push(DockerManifestEntry { config, repo_tags: tags, layers }),
+            match docker_entries
+                .iter_mut()
+                .find(|e| e.config == config && e.layers == layers)
+            {
+                Some(e) => e
+                    .repo_tags
+                    .get_or_insert_with(Vec::new)
+                    .extend(tags.unwrap_or_default()),
+                None => docker_entries.push(DockerManifestEntry {
+                    config,
+                    repo_tags: tags,
+                    layers,
+                }),
             }
         }
         report.images.push(exported);
     }
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries});
-    aw.file("index.json", &serde_json::to_vec(&index).unwrap()).map_err(|e| ExportError::Io(e.to_string()))?;
+    aw.file("index.json", &serde_json::to_vec(&index).unwrap())
+        .map_err(|e| ExportError::Io(e.to_string()))?;
     if !opts.skip_manifest_json {
-        aw.file("manifest.json", &serde_json::to_vec(&docker_entries).unwrap()).map_err(|e| ExportError::Io(e.to_string()))?;
+        aw.file(
+            "manifest.json",
+            &serde_json::to_vec(&docker_entries).unwrap(),
+        )
+        .map_err(|e| ExportError::Io(e.to_string()))?;
     }
     let out = aw.finish().map_err(|e| ExportError::Io(e.to_string()))?;
     Ok((out, report))

@@ -19,7 +19,11 @@ fn lock_layer(store: &Store, d: &Digest) -> std::io::Result<nix::fcntl::Flock<st
     let dir = store.root().join("locks");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(d.hex());
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
 }
 
@@ -48,7 +52,10 @@ pub(crate) fn bring_in(
     // Another process may be bringing in the same layers: take a lock per
     // layer, all at once and in one global order (so two pulls cannot
     // deadlock), held until this commit is done; then see what is present.
-    let mut wanted: Vec<&Digest> = targets.iter().flat_map(|t| t.layers.iter().map(|l| &l.digest)).collect();
+    let mut wanted: Vec<&Digest> = targets
+        .iter()
+        .flat_map(|t| t.layers.iter().map(|l| &l.digest))
+        .collect();
     wanted.sort();
     wanted.dedup();
     let mut _locks = Vec::new();
@@ -74,7 +81,8 @@ pub(crate) fn bring_in(
             let have_blob = !l.want_blob
                 || store.content.contains(&l.digest)
                 || (opts.policy == Policy::Recipe
-                    && crate::export::plan::layer_recipe(store, &l.digest).is_some_and(|r| r.rebuilds_blob()));
+                    && crate::export::plan::layer_recipe(store, &l.digest)
+                        .is_some_and(|r| r.rebuilds_blob()));
             if have_snap && have_blob {
                 present += 1;
                 continue;

@@ -90,7 +90,9 @@ impl<R: Read> Read for Source<'_, R> {
             match self.inner.read(&mut buf[..want]) {
                 Ok(0) if self.remaining > 0 && self.resumes < MAX_RESUMES => {}
                 Ok(n) => break n,
-                Err(e) if self.resumes >= MAX_RESUMES || self.cancel.load(Ordering::Relaxed) => return Err(e),
+                Err(e) if self.resumes >= MAX_RESUMES || self.cancel.load(Ordering::Relaxed) => {
+                    return Err(e)
+                }
                 Err(e) => tracing::warn!(layer = self.id, error = %e, "download interrupted"),
             }
             // The connection dropped or ended early: go on from here. The
@@ -98,7 +100,12 @@ impl<R: Read> Read for Source<'_, R> {
             self.resumes += 1;
             let offset = self.size - self.remaining;
             std::thread::sleep(std::time::Duration::from_millis(200 * self.resumes as u64));
-            tracing::info!(layer = self.id, offset, attempt = self.resumes, "resuming download");
+            tracing::info!(
+                layer = self.id,
+                offset,
+                attempt = self.resumes,
+                "resuming download"
+            );
             match (self.reopen)(offset) {
                 Ok(r) => self.inner = r,
                 Err(e) if self.resumes >= MAX_RESUMES => return Err(io::Error::other(e)),
@@ -253,7 +260,7 @@ pub(crate) fn fetch_layer(
     if actual != job.digest {
         return Err(layer_err(format!("blob bytes hash to {actual}, not to the digest the manifest names; the registry served corrupt or tampered data, nothing was stored")));
     }
-    let diff = apply_result.map_err(|e| layer_err(e))?;
+    let diff = apply_result.map_err(&layer_err)?;
     if let Some(diff) = diff {
         if diff != job.diff_id {
             return Err(PullError::DiffId {

@@ -98,7 +98,9 @@ fn serve(
         }
         head.extend_from_slice(line.as_bytes());
     }
-    log.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+    log.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&head).into_owned());
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
     let mut parts = first.split_whitespace();
@@ -167,14 +169,20 @@ fn serve(
             }
             out.write_all(&b)?;
         }
-        Fault::Short(_) if String::from_utf8_lossy(&head).to_ascii_lowercase().contains("range:") => {
+        Fault::Short(_)
+            if String::from_utf8_lossy(&head)
+                .to_ascii_lowercase()
+                .contains("range:") =>
+        {
             // The cut file has nothing past its end.
             out.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
         }
         Fault::Short(n) => {
             let b = &rbody[..n.min(rbody.len())];
             out.write_all(headers_without(&["connection:", "content-length:"]).as_bytes())?;
-            out.write_all(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes())?;
+            out.write_all(
+                format!("Content-Length: {}\r\nConnection: close\r\n\r\n", b.len()).as_bytes(),
+            )?;
             out.write_all(b)?;
         }
         Fault::Redirect(to) => {
