@@ -15,8 +15,10 @@ use crate::recipe::{self, Packer, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, F
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint;
 
-/// Plaintext after which only the two best candidate models keep running.
-const SELECT_EARLY: u64 = 512 << 10;
+/// Plaintext offsets at which candidates clearly worse than the best are
+/// dropped (candidates that still tie keep running: e.g. pgzip block sizes
+/// only differ once the smaller block ends).
+const PRUNE_AT: [u64; 4] = [128 << 10, 256 << 10, 512 << 10, 1 << 20];
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
 
@@ -109,6 +111,8 @@ struct Analyzer<W: Write> {
     meta: Vec<u8>,
     meta_packer: Packer,
     tok_packer: Packer,
+    /// Prune checkpoints passed.
+    pruned: usize,
     cands: Vec<Candidate>,
     total: u64,
     head: Option<BlockHead>,
@@ -141,6 +145,13 @@ fn next_bounds(pos: u64) -> [u64; 1 + PGZIP_SEGMENTS.len()] {
 
 impl<W: Write> Analyzer<W> {
     /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
+    /// Drop candidates costing clearly more than the best one.
+    fn prune(&mut self) {
+        let best = self.cands.iter().map(|c| c.cost()).min().unwrap_or(0);
+        let limit = best + best / 4 + 16;
+        self.cands.retain(|c| c.cost() <= limit);
+    }
+
     fn select(&mut self, keep: usize) {
         if self.cands.len() > keep {
             let mut order: Vec<usize> = (0..self.cands.len()).collect();
@@ -201,8 +212,11 @@ impl<W: Write> Sink for Analyzer<W> {
             if let [c] = &mut self.cands[..] {
                 self.tok_packer.absorb(&mut c.diff.out)?;
             }
-        } else if self.total >= SELECT_EARLY {
-            self.select(2);
+        } else if self.total >= PRUNE_AT[self.pruned.min(PRUNE_AT.len() - 1)]
+            && self.pruned < PRUNE_AT.len()
+        {
+            self.pruned += 1;
+            self.prune();
         }
         Ok(())
     }
@@ -278,6 +292,7 @@ pub fn analyze_with<R: Read, W: Write>(
         meta: Vec::new(),
         meta_packer: Packer::default(),
         tok_packer: Packer::default(),
+        pruned: 0,
         cands: candidates
             .unwrap_or_default()
             .iter()
@@ -357,7 +372,10 @@ pub fn analyze_with<R: Read, W: Write>(
     }
     a.select(1);
     a.out.flush()?;
-    let cand = a.cands.pop().unwrap_or_else(|| Candidate::new(ModelSpec::Literals));
+    let cand = a
+        .cands
+        .pop()
+        .unwrap_or_else(|| Candidate::new(ModelSpec::Literals));
     Ok(Recipe {
         version: FORMAT_VERSION,
         model: cand.spec,

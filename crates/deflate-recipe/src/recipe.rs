@@ -192,7 +192,9 @@ mod tests {
     #[test]
     fn packer_small_and_spilled() {
         for n in [0usize, 5, 1000, SPILL_AT + 12345, 3 * SPILL_AT] {
-            let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8 ^ (i >> 13) as u8).collect();
+            let data: Vec<u8> = (0..n)
+                .map(|i| (i * 31 % 251) as u8 ^ (i >> 13) as u8)
+                .collect();
             let mut p = Packer::default();
             let mut buf = Vec::new();
             for chunk in data.chunks(100_000) {

@@ -38,7 +38,10 @@ fn gnu_gzip_levels() {
         };
         let r = roundtrip(&gz, &data);
         eprintln!("gzip -{level}: {} {:.2}%", recipe_kind(&r), pct(&r, &gz));
-        assert!(pct(&r, &gz) < 0.3, "gzip -{level} should be predicted by the zlib model");
+        assert!(
+            pct(&r, &gz) < 0.3,
+            "gzip -{level} should be predicted by the zlib model"
+        );
     }
 }
 

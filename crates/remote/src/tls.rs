@@ -34,6 +34,17 @@ impl Clients {
     }
 }
 
+/// How long a read may wait for bytes: 60 s, or `STOWAGE_STALL_TIMEOUT`
+/// seconds (tests use a short one).
+pub fn stall_timeout() -> Duration {
+    std::env::var("STOWAGE_STALL_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(60))
+}
+
 fn build(user_agent: &str, h: &HostConfig) -> Result<Client, RemoteError> {
     let cfg = |what: &str, p: &PathBuf, e: &dyn std::fmt::Display| {
         RemoteError::Config(format!("{} for {}: {p:?}: {e}", what, h.base_url()))
@@ -41,7 +52,10 @@ fn build(user_agent: &str, h: &HostConfig) -> Result<Client, RemoteError> {
     let mut b = Client::builder()
         .user_agent(user_agent)
         .connect_timeout(Duration::from_secs(30))
-        .timeout(None)
+        // In the blocking client this bounds each read, not the whole
+        // download: a registry that stops sending is a stall, noticed and
+        // resumed (with Range) by the puller instead of hanging forever.
+        .timeout(stall_timeout())
         .redirect(reqwest::redirect::Policy::limited(10));
     for p in &h.ca {
         let pem = std::fs::read(p).map_err(|e| cfg("ca", p, &e))?;

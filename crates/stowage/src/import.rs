@@ -335,9 +335,11 @@ pub fn import(
                     .or_else(|| m.files.values().find(|(d, _)| d == &ld).map(|(_, s)| *s))
                     .or_else(|| store.content.size(&ld));
                 match actual {
-                    None => return Err(ImportError::Invalid(format!(
+                    None => {
+                        return Err(ImportError::Invalid(format!(
                         "manifest {md} points at layer {ld}, which the archive does not contain"
-                    ))),
+                    )))
+                    }
                     Some(s) if s != l.size() => {
                         return Err(ImportError::Invalid(format!(
                             "manifest {md} says layer {ld} has {} bytes; the archive holds {s}",

@@ -136,3 +136,48 @@ fn a_redirect_loop_is_a_clear_error() {
     );
     assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
 }
+
+#[test]
+fn a_stalled_download_is_noticed_and_resumed() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    let pushed = big_layer_image(&reg, "test/fault-stall");
+    let layer = pushed.layers[0].clone();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g = gets.clone();
+    let p = proxy::start(&reg, move |m, path| {
+        if m == "GET" && path.ends_with(&layer) && g.fetch_add(1, Ordering::SeqCst) == 0 {
+            Fault::Stall(500_000)
+        } else {
+            Fault::Pass
+        }
+    });
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "pull",
+            "--plain-http",
+            "-q",
+            &format!("{}/test/fault-stall:v1", p.addr),
+        ])
+        .env("STOWAGE_STALL_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gets.load(Ordering::SeqCst) >= 2,
+        "the stalled download should have been resumed"
+    );
+    assert!(p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|h| h.to_ascii_lowercase().contains("range: bytes=")));
+}

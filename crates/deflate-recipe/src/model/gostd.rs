@@ -35,7 +35,8 @@ const LEVELS: [(usize, usize, usize, usize, usize); 10] = [
 
 #[inline]
 fn hash4(b: &[u8]) -> usize {
-    (u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_mul(HASHMUL) >> (32 - HASH_BITS)) as usize
+    (u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_mul(HASHMUL) >> (32 - HASH_BITS))
+        as usize
 }
 
 /// Go compress/flate levels 2–9 search state.
@@ -94,7 +95,11 @@ impl GoStdModel {
                 self.hash_offset -= delta;
                 self.chain_head -= delta as isize;
                 for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
-                    *v = if *v as usize > delta { *v - delta as u32 } else { 0 };
+                    *v = if *v as usize > delta {
+                        *v - delta as u32
+                    } else {
+                        0
+                    };
                 }
             }
         }
@@ -223,7 +228,11 @@ impl GoStdModel {
                 }
             } else {
                 if !lazy_mode || self.byte_available {
-                    let i = if lazy_mode { self.index - 1 } else { self.index };
+                    let i = if lazy_mode {
+                        self.index - 1
+                    } else {
+                        self.index
+                    };
                     out.push(Token::lit(self.window[i]));
                 }
                 self.index += 1;

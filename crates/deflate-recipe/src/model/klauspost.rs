@@ -184,7 +184,12 @@ impl FastL5 {
         let mut cv = load64(b, s);
         let mut repeat: i32 = 1;
         let ml = |s: i32, t: i32| {
-            match_len(b, s as usize + 4, t as usize + 4, (s as usize + 258).min(b.len())) + 4
+            match_len(
+                b,
+                s as usize + 4,
+                t as usize + 4,
+                (s as usize + 258).min(b.len()),
+            ) + 4
         };
         'outer: loop {
             let mut next_s = s;
@@ -329,7 +334,11 @@ impl FastL5 {
                 t -= 1;
                 l += 1;
             }
-            dst.extend(b[next_emit as usize..s as usize].iter().map(|&v| Token::lit(v)));
+            dst.extend(
+                b[next_emit as usize..s as usize]
+                    .iter()
+                    .map(|&v| Token::lit(v)),
+            );
             add_match_long(dst, l, (s - t) as u16);
             repeat = s - t;
             s += l;

@@ -131,7 +131,11 @@ impl KpLazyModel {
                 self.hash_offset -= delta;
                 self.chain_head -= delta as isize;
                 for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
-                    *v = if *v as usize > delta { *v - delta as u32 } else { 0 };
+                    *v = if *v as usize > delta {
+                        *v - delta as u32
+                    } else {
+                        0
+                    };
                 }
             }
         }
@@ -251,10 +255,15 @@ impl KpLazyModel {
                     let end = prev_index + lookahead.min(MAX_MATCH);
                     let idx = prev_index + prev_length - 2;
                     let h = hash4(&self.window[idx..]);
-                    let ch2 = self.head[h] as isize - self.hash_offset as isize - prev_length as isize + 2;
+                    let ch2 =
+                        self.head[h] as isize - self.hash_offset as isize - prev_length as isize
+                            + 2;
                     if ch2 > min_index {
                         let c = ch2 as usize;
-                        let n = super::zlib::common_prefix(&self.window[c..], &self.window[prev_index..end]);
+                        let n = super::zlib::common_prefix(
+                            &self.window[c..],
+                            &self.window[prev_index..end],
+                        );
                         if n > prev_length {
                             prev_length = n;
                             prev_offset = prev_index - c;

@@ -46,7 +46,11 @@ impl FastL12 {
             }
             let min_off = self.cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
             for v in self.table.iter_mut() {
-                *v = if *v <= min_off { 0 } else { *v - self.cur + MAX_MATCH_OFFSET };
+                *v = if *v <= min_off {
+                    0
+                } else {
+                    *v - self.cur + MAX_MATCH_OFFSET
+                };
             }
             self.cur = MAX_MATCH_OFFSET;
         }
@@ -119,7 +123,11 @@ impl FastEnc for FastL12 {
                     t -= 1;
                     l += 1;
                 }
-                dst.extend(b[next_emit as usize..s as usize].iter().map(|&v| Token::lit(v)));
+                dst.extend(
+                    b[next_emit as usize..s as usize]
+                        .iter()
+                        .map(|&v| Token::lit(v)),
+                );
                 add_match_long(dst, l, (s - t) as u16);
                 s += l;
                 next_emit = s;

@@ -38,7 +38,11 @@ fn renorm(cur: &mut i32, hist_len: usize, tables: &mut [&mut [i32]]) {
         let min_off = *cur + hist_len as i32 - MAX_MATCH_OFFSET;
         for t in tables.iter_mut() {
             for v in t.iter_mut() {
-                *v = if *v <= min_off { 0 } else { *v - *cur + MAX_MATCH_OFFSET };
+                *v = if *v <= min_off {
+                    0
+                } else {
+                    *v - *cur + MAX_MATCH_OFFSET
+                };
             }
         }
         *cur = MAX_MATCH_OFFSET;
@@ -77,7 +81,11 @@ impl FastL3 {
 impl FastEnc for FastL3 {
     fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
         const INPUT_MARGIN: i32 = 12 - 1;
-        renorm(&mut self.cur, self.hist.len(), &mut [&mut self.cur_t, &mut self.prev_t]);
+        renorm(
+            &mut self.cur,
+            self.hist.len(),
+            &mut [&mut self.cur_t, &mut self.prev_t],
+        );
         let start_len = dst.len();
         let mut s = add_block(&mut self.hist, &mut self.cur, src);
         if src.len() < 2 + INPUT_MARGIN as usize {
@@ -213,7 +221,11 @@ impl FastL4 {
 impl FastEnc for FastL4 {
     fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
         const INPUT_MARGIN: i32 = 12 - 1;
-        renorm(&mut self.cur, self.hist.len(), &mut [&mut self.table, &mut self.btable]);
+        renorm(
+            &mut self.cur,
+            self.hist.len(),
+            &mut [&mut self.table, &mut self.btable],
+        );
         let start_len = dst.len();
         let mut s = add_block(&mut self.hist, &mut self.cur, src);
         if src.len() < 2 + INPUT_MARGIN as usize {

@@ -161,27 +161,30 @@ impl ModelSpec {
             _ => (2..=8).collect(),
         };
         let mut v = vec![ModelSpec::Literals];
-        let klauspost = || {
-            let mut k = Vec::new();
-            let kl: &[u8] = match xfl {
-                4 => &[1],
-                2 => &[9],
-                _ => &[5, 6, 2, 3, 4, 7, 8],
+        let klauspost =
+            || {
+                let mut k = Vec::new();
+                let kl: &[u8] = match xfl {
+                    4 => &[1],
+                    2 => &[9],
+                    _ => &[5, 6, 2, 3, 4, 7, 8],
+                };
+                for &level in kl {
+                    k.extend(crate::analyze::PGZIP_SEGMENTS.iter().map(|&seg| {
+                        ModelSpec::Klauspost {
+                            level,
+                            segment: seg as u32,
+                            dict: 16 << 10,
+                        }
+                    }));
+                    k.push(ModelSpec::Klauspost {
+                        level,
+                        segment: 0,
+                        dict: 0,
+                    });
+                }
+                k
             };
-            for &level in kl {
-                k.extend(crate::analyze::PGZIP_SEGMENTS.iter().map(|&seg| ModelSpec::Klauspost {
-                    level,
-                    segment: seg as u32,
-                    dict: 16 << 10,
-                }));
-                k.push(ModelSpec::Klauspost {
-                    level,
-                    segment: 0,
-                    dict: 0,
-                });
-            }
-            k
-        };
         if os == 255 {
             // Go programs: pgzip always writes MTIME from a zero time.Time.
             v.extend(klauspost());
@@ -280,14 +283,20 @@ mod tests {
                         plain.push(t.raw_len() as u8);
                     } else {
                         let d = t.dist() as usize;
-                        assert!(d >= 1 && d <= plain.len() && d <= 32768, "{spec:?}: bad distance {d}");
+                        assert!(
+                            d >= 1 && d <= plain.len() && d <= 32768,
+                            "{spec:?}: bad distance {d}"
+                        );
                         assert!((3..=258).contains(&t.span()), "{spec:?}: bad length");
                         for _ in 0..t.span() {
                             plain.push(plain[plain.len() - d]);
                         }
                     }
                 }
-                assert!(plain == data, "{spec:?}: predicted tokens do not rebuild the input");
+                assert!(
+                    plain == data,
+                    "{spec:?}: predicted tokens do not rebuild the input"
+                );
             }
         }
     }

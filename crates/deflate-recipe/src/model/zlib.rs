@@ -115,7 +115,11 @@ impl ZlibModel {
                 self.match_start = self.match_start.wrapping_sub(W);
                 self.strstart -= W;
                 for h in self.head.iter_mut().chain(self.prev.iter_mut()) {
-                    *h = if *h as usize >= W { *h - W as u16 } else { NIL as u16 };
+                    *h = if *h as usize >= W {
+                        *h - W as u16
+                    } else {
+                        NIL as u16
+                    };
                 }
                 more += W;
             }
@@ -125,7 +129,8 @@ impl ZlibModel {
             }
             let n = more.min(avail);
             let at = self.strstart + self.lookahead;
-            self.window[at..at + n].copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
+            self.window[at..at + n]
+                .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
             self.input_pos += n;
             self.lookahead += n;
             if self.lookahead >= MIN_LOOKAHEAD {
@@ -153,7 +158,11 @@ impl ZlibModel {
         let mut chain = self.chain;
         let mut best = self.prev_length;
         let nice = self.nice.min(self.lookahead);
-        let limit = if self.strstart > MAX_DIST { self.strstart - MAX_DIST } else { NIL };
+        let limit = if self.strstart > MAX_DIST {
+            self.strstart - MAX_DIST
+        } else {
+            NIL
+        };
         if self.prev_length >= self.good {
             chain >>= 2;
         }
@@ -161,7 +170,11 @@ impl ZlibModel {
         let avail = self.lookahead.min(MAX_MATCH);
         let w = &self.window;
         loop {
-            if best < avail && w[cur + best] == w[s + best] && w[cur] == w[s] && w[cur + 1] == w[s + 1] {
+            if best < avail
+                && w[cur + best] == w[s + best]
+                && w[cur] == w[s]
+                && w[cur + 1] == w[s + 1]
+            {
                 let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
                 if len > best {
                     self.match_start = cur;
@@ -215,7 +228,10 @@ impl ZlibModel {
                 self.match_length = self.longest_match(hash_head);
             }
             if self.match_length >= MIN_MATCH {
-                out.push(Token::matched(self.match_length as u16, (self.strstart - self.match_start) as u16));
+                out.push(Token::matched(
+                    self.match_length as u16,
+                    (self.strstart - self.match_start) as u16,
+                ));
                 self.lookahead -= self.match_length;
                 if self.match_length <= self.lazy && self.lookahead >= MIN_MATCH {
                     self.match_length -= 1;
@@ -255,7 +271,10 @@ impl ZlibModel {
             self.prev_length = self.match_length;
             self.prev_match = self.match_start;
             self.match_length = MIN_MATCH - 1;
-            if hash_head != NIL && self.prev_length < self.lazy && self.strstart - hash_head <= MAX_DIST {
+            if hash_head != NIL
+                && self.prev_length < self.lazy
+                && self.strstart - hash_head <= MAX_DIST
+            {
                 self.match_length = self.longest_match(hash_head);
                 if self.match_length == MIN_MATCH
                     && self.strstart.wrapping_sub(self.match_start) > TOO_FAR

@@ -22,6 +22,8 @@ pub enum Fault {
     Redirect(String),
     /// Pass, after waiting this many milliseconds.
     Delay(u64),
+    /// Send the headers and N bytes, then stop sending (keep the connection open) for a long while.
+    Stall(usize),
     /// A complete answer that is shorter than the blob: the first N bytes,
     /// with a Content-Length that says so (a registry serving a cut file).
     Short(usize),
@@ -168,6 +170,13 @@ fn serve(
                 b[mid] ^= 0xff;
             }
             out.write_all(&b)?;
+        }
+        Fault::Stall(n) => {
+            out.write_all(headers_without(&["connection:"]).as_bytes())?;
+            out.write_all(b"Connection: close\r\n\r\n")?;
+            out.write_all(&rbody[..n.min(rbody.len())])?;
+            out.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(30));
         }
         Fault::Short(_)
             if String::from_utf8_lossy(&head)
