@@ -17,7 +17,7 @@ die() { say "ERROR: $*"; exit 1; }
 # starts a system service on :5000 when installed; we never use that one.
 PACKAGES=(docker-registry skopeo umoci runc containerd debootstrap jq curl gzip zstd
           python3-grpc-tools protobuf-compiler pkg-config e2fsprogs attr
-          apache2-utils openssl)
+          apache2-utils openssl golang-1.19-go golang-github-klauspost-pgzip-dev pigz)
 
 ensure_packages() {
     local missing=() p
