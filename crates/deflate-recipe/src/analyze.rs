@@ -11,7 +11,9 @@ use crate::hdrpred::{self, Freqs};
 use crate::huffman::CL_ORDER;
 use crate::inflate::{Inflater, Sink};
 use crate::model::{Model, ModelSpec};
-use crate::recipe::{self, Packer, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION};
+use crate::recipe::{
+    self, Packer, Recipe, BF_BYTES, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION,
+};
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint;
 
@@ -22,6 +24,15 @@ const PRUNE_AT: [u64; 4] = [128 << 10, 256 << 10, 512 << 10, 1 << 20];
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
 
+/// What the parsed stream says about a stretch of plaintext.
+#[derive(Clone, Copy)]
+enum Act {
+    /// A token of a Huffman block.
+    Tok(Token),
+    /// Bytes of a stored block.
+    Skip(u64),
+}
+
 /// One candidate model with its own corrections.
 struct Candidate {
     spec: ModelSpec,
@@ -30,7 +41,7 @@ struct Candidate {
     /// Plaintext not yet given to the model.
     buf: Vec<u8>,
     /// Actual tokens waiting for predictions.
-    pending: VecDeque<Token>,
+    pending: VecDeque<Act>,
     scratch: Vec<Token>,
 }
 
@@ -46,8 +57,17 @@ impl Candidate {
         }
     }
 
-    fn feed(&mut self, tokens: &[Token], plain: &[u8]) {
-        self.pending.extend(tokens.iter().copied());
+    /// `stored`: the bytes came from a stored block, whose "tokens" say
+    /// nothing about the encoder's matches (zlib stores blocks it had
+    /// matched when storing is cheaper), so they skip the predictions.
+    fn feed(&mut self, tokens: &[Token], plain: &[u8], stored: bool) {
+        if stored {
+            if !plain.is_empty() {
+                self.pending.push_back(Act::Skip(plain.len() as u64));
+            }
+        } else {
+            self.pending.extend(tokens.iter().map(|&t| Act::Tok(t)));
+        }
         self.buf.extend_from_slice(plain);
         let mut off = 0;
         loop {
@@ -72,7 +92,11 @@ impl Candidate {
 
     fn drain(&mut self) {
         while let Some(&a) = self.pending.front() {
-            if !self.diff.actual(a) {
+            let done = match a {
+                Act::Tok(t) => self.diff.actual(t),
+                Act::Skip(n) => self.diff.skip(n),
+            };
+            if !done {
                 break;
             }
             self.pending.pop_front();
@@ -124,27 +148,76 @@ struct Analyzer<W: Write> {
     /// Frequencies of block prefixes ending at encoder chunk boundaries
     /// (an encoder that keeps a block open across chunks, like klauspost,
     /// built the header from the first chunk only).
-    snaps: Vec<(u64, Freqs)>,
+    snaps: Vec<(u64, u64, Freqs)>,
+    /// Plaintext offset where the current block started.
+    block_pos: u64,
     /// Next chunk boundaries to snapshot at, per boundary scheme.
-    bounds: [u64; 1 + PGZIP_SEGMENTS.len()],
+    bounds: [u64; 2],
+    /// pgzip block size learnt from the first sync marker (0: none yet).
+    segment: u64,
 }
 
 /// klauspost writes 65535-byte chunks; pgzip restarts them every block.
 const CHUNK: u64 = 65535;
-/// pgzip block sizes seen in practice (1 MiB default, umoci uses 256 KiB).
-pub(crate) const PGZIP_SEGMENTS: [u64; 4] = [1 << 20, 256 << 10, 512 << 10, 128 << 10];
 
-fn next_bounds(pos: u64) -> [u64; 1 + PGZIP_SEGMENTS.len()] {
-    let mut out = [(pos / CHUNK + 1) * CHUNK; 1 + PGZIP_SEGMENTS.len()];
-    for (o, &size) in out[1..].iter_mut().zip(PGZIP_SEGMENTS.iter()) {
-        let seg = pos / size * size;
-        *o = (seg + ((pos - seg) / CHUNK + 1) * CHUNK).min(seg + size);
+/// Next chunk boundaries after `pos`: from the stream start, and from the
+/// start of the current pgzip block of `segment` bytes (if known).
+fn next_bounds(pos: u64, segment: u64) -> [u64; 2] {
+    let plain = (pos / CHUNK + 1) * CHUNK;
+    if segment == 0 {
+        return [plain, plain];
     }
-    out
+    let seg = pos / segment * segment;
+    [
+        plain,
+        (seg + ((pos - seg) / CHUNK + 1) * CHUNK).min(seg + segment),
+    ]
 }
 
 impl<W: Write> Analyzer<W> {
     /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
+    /// The first sync-flush marker of a stream ends pgzip's first block:
+    /// its plaintext offset is the block size.
+    fn learn_segment(&mut self) {
+        self.segment = self.pos;
+        for c in &mut self.cands {
+            if let ModelSpec::Klauspost {
+                level,
+                segment: 0,
+                dict,
+            } = c.spec
+            {
+                if dict > 0 && self.pos > dict as u64 && self.pos <= u32::MAX as u64 {
+                    c.spec = ModelSpec::Klauspost {
+                        level,
+                        segment: self.pos as u32,
+                        dict,
+                    };
+                    c.scratch.clear();
+                    c.model.set_segment(self.pos as usize, &mut c.scratch);
+                    c.diff.predicted(&c.scratch);
+                    c.drain();
+                }
+            }
+        }
+    }
+
+    /// Flags and block size: in plaintext bytes when the block ends on an
+    /// encoder chunk or block boundary (those sizes repeat and compress to
+    /// nearly nothing), else in tokens (zlib's fixed token counts repeat).
+    fn put_size(&mut self, flags: u8, ntokens: u64) {
+        let span = self.pos - self.block_pos;
+        let aligned =
+            span > 0 && (span % CHUNK == 0 || (self.segment > 0 && self.pos % self.segment == 0));
+        if aligned {
+            self.meta.push(flags | BF_BYTES);
+            varint::put(&mut self.meta, span);
+        } else {
+            self.meta.push(flags);
+            varint::put(&mut self.meta, ntokens);
+        }
+    }
+
     /// Drop candidates costing clearly more than the best one.
     fn prune(&mut self) {
         let best = self.cands.iter().map(|c| c.cost()).min().unwrap_or(0);
@@ -174,7 +247,8 @@ impl<W: Write> Sink for Analyzer<W> {
         self.freqs.clear();
         self.ntok = 0;
         self.snaps.clear();
-        self.bounds = next_bounds(self.pos);
+        self.block_pos = self.pos;
+        self.bounds = next_bounds(self.pos, self.segment);
         Ok(())
     }
 
@@ -191,11 +265,16 @@ impl<W: Write> Sink for Analyzer<W> {
                     for b in self.bounds.iter_mut() {
                         if self.pos >= *b {
                             if self.ntok > 0 && !self.snaps.iter().any(|s| s.0 == self.ntok) {
-                                self.snaps.push((self.ntok, self.freqs.clone()));
+                                let bytes = self.pos - self.block_pos;
+                                self.snaps.push((self.ntok, bytes, self.freqs.clone()));
                             }
                             *b = u64::MAX;
                         }
                     }
+                }
+                // klauspost's lazy levels cut token blocks at 2^15 tokens.
+                if self.ntok == 1 << 15 {
+                    self.snaps.push((self.ntok, 0, self.freqs.clone()));
                 }
                 self.freqs.add(std::slice::from_ref(&t));
                 self.ntok += 1;
@@ -204,8 +283,12 @@ impl<W: Write> Sink for Analyzer<W> {
         } else {
             self.pos += plain.len() as u64;
         }
+        let stored = matches!(
+            self.head.as_ref().map(|h| &h.kind),
+            Some(BlockKind::Stored { .. })
+        );
         for c in &mut self.cands {
-            c.feed(tokens, plain);
+            c.feed(tokens, plain, stored);
         }
         if self.total >= SELECT_AFTER {
             self.select(1);
@@ -225,6 +308,9 @@ impl<W: Write> Sink for Analyzer<W> {
         self.meta_packer.absorb(&mut self.meta)?;
         let head = self.head.take().expect("block started");
         let mut flags = (head.last as u8) * BF_LAST;
+        if head.kind == (BlockKind::Stored { len: 0, pad: 0 }) && !head.last && self.segment == 0 {
+            self.learn_segment();
+        }
         match &head.kind {
             BlockKind::Stored { len, pad } => {
                 self.meta.push(flags);
@@ -233,26 +319,26 @@ impl<W: Write> Sink for Analyzer<W> {
             }
             BlockKind::Fixed => {
                 flags |= 1 << BF_TYPE_SHIFT;
-                self.meta.push(flags);
-                varint::put(&mut self.meta, ntokens);
+                self.put_size(flags, ntokens);
             }
             BlockKind::Dynamic(h) => {
                 flags |= 2 << BF_TYPE_SHIFT;
+                // The prefix a header was built from: whole block (0), or a
+                // snapshot given in bytes (chunk boundary, odd) or tokens (even).
                 let found = hdrpred::find(&self.freqs, h).map(|id| (id, 0)).or_else(|| {
-                    self.snaps
-                        .iter()
-                        .find_map(|(k, f)| hdrpred::find(f, h).map(|id| (id, *k)))
+                    self.snaps.iter().find_map(|(k, bytes, f)| {
+                        let code = if *bytes > 0 { bytes << 1 | 1 } else { k << 1 };
+                        hdrpred::find(f, h).map(|id| (id, code))
+                    })
                 });
                 match found {
                     Some((id, k)) => {
-                        self.meta.push(flags);
-                        varint::put(&mut self.meta, ntokens);
+                        self.put_size(flags, ntokens);
                         self.meta.push(id);
                         varint::put(&mut self.meta, k);
                     }
                     None => {
-                        self.meta.push(flags | BF_EXPLICIT);
-                        varint::put(&mut self.meta, ntokens);
+                        self.put_size(flags | BF_EXPLICIT, ntokens);
                         write_header(&mut self.meta, h);
                     }
                 }
@@ -304,7 +390,9 @@ pub fn analyze_with<R: Read, W: Write>(
         pos: 0,
         ntok: 0,
         snaps: Vec::new(),
-        bounds: [0; 1 + PGZIP_SEGMENTS.len()],
+        block_pos: 0,
+        bounds: [0; 2],
+        segment: 0,
     };
     let mut members = Vec::new();
     let mut first = true;

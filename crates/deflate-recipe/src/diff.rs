@@ -111,6 +111,23 @@ impl DiffEncoder {
         true
     }
 
+    /// Plaintext of a stored block: no tokens to compare, the predictions
+    /// over it are dropped. False when predictions do not reach far enough.
+    pub fn skip(&mut self, n: u64) -> bool {
+        let n = n as i64;
+        if self.pred_span < self.d + n {
+            return false;
+        }
+        self.d += n;
+        while self.d > 0 {
+            let p = self.pred.pop_front().expect("span accounted");
+            let s = p.span() as i64;
+            self.pred_span -= s;
+            self.d -= s;
+        }
+        true
+    }
+
     fn close_record(&mut self) {
         varint::put(&mut self.out, self.ok);
         varint::put(&mut self.out, self.exp.len() as u64);
@@ -183,6 +200,51 @@ impl DiffDecoder {
         self.pred_span -= span as i64;
         self.ok_left -= n as u64;
         span
+    }
+
+    /// Like [`take_run`](Self::take_run) but bounded by plaintext bytes:
+    /// stops before a token that would pass `max_bytes`.
+    pub fn take_span(&mut self, max_bytes: u64, out: &mut Vec<Token>) -> u64 {
+        if self.d != 0 {
+            return 0;
+        }
+        let mut span = 0u64;
+        let mut n = 0u64;
+        while n < self.ok_left {
+            let Some(&t) = self.pred.front() else { break };
+            let s = t.span() as u64;
+            if span + s > max_bytes {
+                break;
+            }
+            self.pred.pop_front();
+            out.push(t);
+            span += s;
+            n += 1;
+        }
+        self.pred_span -= span as i64;
+        self.ok_left -= n;
+        span
+    }
+
+    /// Mirror of [`DiffEncoder::skip`]; false when more predictions are needed.
+    pub fn skip(&mut self, n: u64) -> Result<bool> {
+        let n = n as i64;
+        if self.pred_span < self.d + n {
+            if self.pred_exhausted {
+                return Err(RecipeError::recipe(
+                    "stored block runs past the predictions",
+                ));
+            }
+            return Ok(false);
+        }
+        self.d += n;
+        while self.d > 0 {
+            let p = self.pred.pop_front().expect("span accounted");
+            let s = p.span() as i64;
+            self.pred_span -= s;
+            self.d -= s;
+        }
+        Ok(true)
     }
 
     /// Next token (second field true when it came from an explicit record).

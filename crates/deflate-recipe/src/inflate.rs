@@ -280,7 +280,7 @@ fn read_dyn_header<R: Read>(br: &mut BitReader<R>) -> Result<(DynHeader, Vec<u8>
                 "code-length repeat runs past the end",
             ));
         }
-        all.extend(std::iter::repeat_n(val, count as usize));
+        all.extend(std::iter::repeat(val).take(count as usize));
         rle.push((sym, extra as u8));
     }
     let dist = all.split_off(hlit as usize);

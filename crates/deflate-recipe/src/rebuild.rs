@@ -8,7 +8,7 @@ use crate::error::{RecipeError, Result};
 use crate::hdrpred::{self, Freqs};
 use crate::huffman::{check_lengths, CL_ORDER};
 use crate::model::Model;
-use crate::recipe::{self, Recipe, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT};
+use crate::recipe::{self, Recipe, BF_BYTES, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT};
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint::ByteReader;
 use crate::writer::write_block;
@@ -98,6 +98,29 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
         Ok(())
     }
 
+    /// Append tokens covering exactly `bytes` plaintext bytes to `out`.
+    fn take_bytes(&mut self, bytes: u64, out: &mut Vec<Token>) -> Result<()> {
+        let mut left = bytes;
+        while left > 0 {
+            let span = self.dec.take_span(left, out);
+            if span > 0 {
+                left -= span;
+                self.pa += span;
+                if self.pa > self.plain.end {
+                    return Err(RecipeError::mismatch("tokens run past the plaintext"));
+                }
+                continue;
+            }
+            let t = self.next()?;
+            if t.span() as u64 > left {
+                return Err(RecipeError::recipe("token crosses a block boundary"));
+            }
+            left -= t.span() as u64;
+            out.push(t);
+        }
+        Ok(())
+    }
+
     fn next(&mut self) -> Result<Token> {
         loop {
             match self.dec.next(self.tokr)? {
@@ -113,30 +136,83 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
                     self.pa = end;
                     return Ok(t);
                 }
-                Step::NeedPrediction => {
-                    if self.pm == self.plain.end {
-                        if self.dec.pred_exhausted {
-                            return Err(RecipeError::mismatch(
-                                "recipe needs more tokens than the plaintext has",
-                            ));
-                        }
-                        self.dec.pred_exhausted = true;
-                        self.scratch.clear();
-                        self.model.finish(&mut self.scratch);
-                        self.dec.predicted(&self.scratch);
-                        continue;
-                    }
-                    let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
-                    self.plain.ensure(self.pm + n)?;
-                    self.scratch.clear();
-                    let chunk = self.plain.slice(self.pm, self.pm + n);
-                    self.model.predict(chunk, &mut self.scratch);
-                    self.dec.predicted(&self.scratch);
-                    self.pm += n;
-                    self.plain.trim(self.pa.min(self.pm));
-                }
+                Step::NeedPrediction => self.predict_more()?,
             }
         }
+    }
+
+    /// Run the model over the next chunk (or finish it at the end).
+    fn predict_more(&mut self) -> Result<()> {
+        self.scratch.clear();
+        if self.pm == self.plain.end {
+            if self.dec.pred_exhausted {
+                return Err(RecipeError::mismatch(
+                    "recipe needs more tokens than the plaintext has",
+                ));
+            }
+            self.dec.pred_exhausted = true;
+            self.model.finish(&mut self.scratch);
+            self.dec.predicted(&self.scratch);
+            return Ok(());
+        }
+        let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
+        self.plain.ensure(self.pm + n)?;
+        let chunk = self.plain.slice(self.pm, self.pm + n);
+        self.model.predict(chunk, &mut self.scratch);
+        self.dec.predicted(&self.scratch);
+        self.pm += n;
+        self.plain.trim(self.pa.min(self.pm));
+        Ok(())
+    }
+
+    /// A stored block of `n` bytes: its bytes as literals, predictions skipped.
+    fn stored(&mut self, n: u64, out: &mut Vec<Token>) -> Result<()> {
+        if self.pa + n > self.plain.end {
+            return Err(RecipeError::mismatch(
+                "stored block runs past the plaintext",
+            ));
+        }
+        while !self.dec.skip(n)? {
+            self.predict_more()?;
+        }
+        self.plain.ensure(self.pa + n)?;
+        out.extend(
+            self.plain
+                .slice(self.pa, self.pa + n)
+                .iter()
+                .map(|&b| Token::lit(b)),
+        );
+        self.pa += n;
+        Ok(())
+    }
+}
+
+/// Tokens of the block prefix a predicted header was built from: `k` = 0
+/// for the whole block, odd = (bytes << 1 | 1), even = (tokens << 1).
+fn prefix_tokens(block: &[Token], k: u64) -> Result<usize> {
+    let bad = || RecipeError::recipe("header prefix does not fit the block");
+    if k == 0 {
+        return Ok(block.len());
+    }
+    let v = k >> 1;
+    if k & 1 == 0 {
+        return if v as usize <= block.len() {
+            Ok(v as usize)
+        } else {
+            Err(bad())
+        };
+    }
+    let mut covered = 0u64;
+    for (i, t) in block.iter().enumerate() {
+        if covered == v {
+            return Ok(i);
+        }
+        covered += t.span() as u64;
+    }
+    if covered == v {
+        Ok(block.len())
+    } else {
+        Err(bad())
     }
 }
 
@@ -236,23 +312,32 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                 loop {
                     let flags = meta.u8()?;
                     let last = flags & BF_LAST != 0;
-                    let ntok = meta.var()?;
-                    if ntok > len + 1 {
-                        return Err(RecipeError::recipe("block has more tokens than bytes"));
+                    let size = meta.var()?;
+                    let by_bytes = flags & BF_BYTES != 0;
+                    if size > len + 1 {
+                        return Err(RecipeError::recipe("block larger than the member"));
                     }
                     block.clear();
+                    let take = |toks: &mut Tokens<'_, '_, R, Box<dyn Read + '_>>,
+                                block: &mut Vec<Token>| {
+                        if by_bytes {
+                            toks.take_bytes(size, block)
+                        } else {
+                            toks.take(size, block)
+                        }
+                    };
                     let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
                         0 => {
                             let pad = meta.u8()?;
-                            toks.take(ntok, &mut block)?;
+                            toks.stored(size, &mut block)?;
                             BlockKind::Stored {
-                                len: u16::try_from(ntok)
+                                len: u16::try_from(size)
                                     .map_err(|_| RecipeError::recipe("stored block too long"))?,
                                 pad,
                             }
                         }
                         1 => {
-                            toks.take(ntok, &mut block)?;
+                            take(&mut toks, &mut block)?;
                             BlockKind::Fixed
                         }
                         2 => {
@@ -266,16 +351,12 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                             } else {
                                 (0, 0)
                             };
-                            if k > ntok {
-                                return Err(RecipeError::recipe("header prefix longer than block"));
-                            }
-                            toks.take(ntok, &mut block)?;
+                            take(&mut toks, &mut block)?;
                             let h = match explicit {
                                 Some(h) => h,
                                 None => {
                                     freqs.clear();
-                                    let k = if k == 0 { block.len() } else { k as usize };
-                                    freqs.add(&block[..k]);
+                                    freqs.add(&block[..prefix_tokens(&block, k)?]);
                                     hdrpred::build(id, &freqs).ok_or_else(|| {
                                         RecipeError::recipe(format!("unknown header builder {id}"))
                                     })?

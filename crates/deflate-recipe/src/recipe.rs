@@ -1,9 +1,30 @@
 //! The recipe container: format version, model, member lengths and the two
-//! packed (raw or zstd) streams: block/framing records and token corrections.
+//! packed streams: block/framing records ("meta") and token corrections.
 //!
-//! Layout (version 1):
-//! `"SDR" | version u8 | model spec | varint n_members | varint len × n |
-//!  varint meta_len | meta | varint tok_len | tok`.
+//! Layout (version 1), integers as LEB128 varints:
+//!
+//! ```text
+//! "SDR" | version u8 = 1 | model spec | n_members | plaintext length × n |
+//! meta_len | meta | tok_len | tok
+//! model spec: 0 literals | 1 level segment dict (klauspost/pgzip)
+//!           | 2 level (zlib) | 3 level (Go compress/flate)
+//! packed stream: 0 raw bytes… | 1 zstd frame
+//! ```
+//!
+//! Meta records: `1` gzip member = header length, header bytes, block
+//! records up to the final one, end padding bits u8, trailer flag (0 = CRC
+//! and size as computed, 1 = 8 bytes follow); `2` trailing bytes = length,
+//! bytes; `0` end. A block record is a flags byte (bit 0 BFINAL, bits 1–2
+//! type, bit 3 explicit header, bit 4 size in bytes) and its size (tokens,
+//! or plaintext bytes; stored: length then padding bits u8); a dynamic block
+//! then has either the explicit header (HLIT−257, HDIST−1, HCLEN−4, the
+//! code-length-code lengths in transmission order, run count, runs as symbol
+//! [+ extra]) or a builder id and the prefix its frequencies came from
+//! (0 whole block, `bytes << 1 | 1`, `tokens << 1`).
+//!
+//! Token records (see `diff`): `n_ok, n_explicit, explicit tokens…` against
+//! the model's predicted tokens. Later versions must keep reading version 1:
+//! `from_bytes` dispatches on the version byte.
 
 use crate::error::{RecipeError, Result};
 use crate::model::ModelSpec;
@@ -22,6 +43,8 @@ pub(crate) const TAG_GARBAGE: u8 = 2;
 pub(crate) const BF_LAST: u8 = 1;
 pub(crate) const BF_TYPE_SHIFT: u8 = 1;
 pub(crate) const BF_EXPLICIT: u8 = 8;
+/// The block size is given in plaintext bytes (else in tokens).
+pub(crate) const BF_BYTES: u8 = 16;
 
 /// Everything needed, besides the plaintext, to rebuild a gzip stream exactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,13 +118,8 @@ impl Recipe {
     }
 
     /// Serialized size in bytes.
-    pub fn len(&self) -> usize {
+    pub fn serialized_len(&self) -> usize {
         self.to_bytes().len()
-    }
-
-    /// True if the recipe is empty (never: a recipe always has a header).
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Compressed sizes of the (block/framing, token correction) streams,

@@ -78,10 +78,10 @@ impl DynHeader {
                 0..=15 => all.push(sym),
                 16 => {
                     let prev = *all.last().unwrap_or(&0);
-                    all.extend(std::iter::repeat_n(prev, 3 + extra as usize));
+                    all.extend(std::iter::repeat(prev).take(3 + extra as usize));
                 }
-                17 => all.extend(std::iter::repeat_n(0, 3 + extra as usize)),
-                _ => all.extend(std::iter::repeat_n(0, 11 + extra as usize)),
+                17 => all.extend(std::iter::repeat(0).take(3 + extra as usize)),
+                _ => all.extend(std::iter::repeat(0).take(11 + extra as usize)),
             }
         }
         all.resize(n, 0);

@@ -103,3 +103,22 @@ fn large_unmodelled_stream() {
     let r = roundtrip(&gz, &data);
     eprintln!("flate2 -6 12 MB: {} {:.2}%", recipe_kind(&r), pct(&r, &gz));
 }
+
+#[test]
+fn pigz_levels() {
+    let data = sample(1_500_000, 13);
+    for args in [
+        vec!["-1", "-b", "128"],
+        vec!["-6", "-b", "128"],
+        vec!["-9", "-b", "32"],
+        vec!["-6", "-i", "-b", "64"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["-c", "-n"]);
+        let Some(gz) = run("pigz", &a, &data) else {
+            return skip("pigz");
+        };
+        let r = roundtrip(&gz, &data);
+        eprintln!("pigz {args:?}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+    }
+}

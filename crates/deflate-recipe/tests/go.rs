@@ -77,6 +77,7 @@ fn pgzip_levels_and_block_sizes() {
         };
         let r = roundtrip(&gz, &data);
         eprintln!("{args:?}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+        assert!(pct(&r, &gz) < 0.5, "pgzip {args:?} should be predicted");
     }
 }
 

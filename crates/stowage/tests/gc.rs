@@ -82,53 +82,84 @@ fn gc_keeps_what_images_and_mounts_use_and_du_adds_up() {
     assert_eq!(again["layers_fetched"], 0);
 }
 
+/// After a kill: the store opens, `images` works, gc repairs, no blob has
+/// wrong bytes, and every listed image is whole.
+fn consistent(root: &Path, work: &Path, tag: &str) {
+    stowage(root, &["images"]).ok();
+    stowage(root, &["gc"]).ok();
+    assert_eq!(dir_count(&root.join("ingest")), 0, "gc left ingest files");
+    let names: Vec<String> = std::fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("tmp-")), "gc left temporary snapshots: {names:?}");
+    for e in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let p = e.unwrap().path();
+        let want = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(common::tree::hash_file(&p), want, "blob {p:?} has wrong bytes");
+    }
+    for name in stowage(root, &["images", "-q"]).ok().stdout().lines() {
+        let out = work.join(format!("rootfs-{tag}-{}", name.len()));
+        let _ = std::fs::remove_dir_all(&out);
+        stowage(root, &["unpack", name, out.to_str().unwrap()]).ok();
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+fn kill_after(args: &[&str], root: &Path, ms: u64) {
+    let mut child = Command::new(common::bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// 50 kill -9 runs across pull, import and gc, at moments spread over each
+/// command's life; re-running completes and reuses what was verified.
 #[test]
-fn killed_pulls_leave_a_store_that_opens_and_repairs_itself() {
+fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
     let Some(reg) = registry() else { return };
     let work = scratch();
     let root = work.path().join("store");
     let img = format!("{reg}/corpus/debian-min:latest");
-    // Kill at spread-out moments: during manifest fetch, mid-layer, at commit.
-    for i in 0..12u64 {
-        let mut child = Command::new(common::bin())
-            .args([
-                "--root",
-                root.to_str().unwrap(),
-                "pull",
-                "--plain-http",
-                "-q",
-                &img,
-            ])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + i * 110));
-        let _ = child.kill();
-        let _ = child.wait();
-        // The store opens, lists, and a gc repairs what the kill left.
-        stowage(&root, &["images"]).ok();
-        stowage(&root, &["gc"]).ok();
-        assert_eq!(dir_count(&root.join("ingest")), 0, "gc left ingest files");
-        let names: Vec<String> = std::fs::read_dir(root.join("snapshots"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|n| !n.starts_with("tmp-")),
-            "gc left temporary snapshots: {names:?}"
-        );
-        // An image that is listed is whole.
-        if !stowage(&root, &["images", "-q"])
-            .ok()
-            .stdout()
-            .trim()
-            .is_empty()
-        {
-            let out = work.path().join(format!("rootfs{i}"));
-            stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
-        }
+    let mut seed: u64 = 0x2545F4914F6CDD1D;
+    let mut rand = move |max: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % max
+    };
+    for i in 0..25 {
+        kill_after(&["pull", "--plain-http", "-q", &img], &root, 10 + rand(1500));
+        consistent(&root, work.path(), &format!("pull{i}"));
     }
-    stowage(&root, &["pull", "--plain-http", "-q", &img]).ok();
-    let out = work.path().join("final");
-    stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
-    assert!(out.join("usr/bin/python3").exists());
+    let done = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
+    eprintln!("after the killed pulls: {done}");
+
+    // An archive to import, into a second root.
+    let archive = work.path().join("dm.tar");
+    stowage(&root, &["export", "-o", archive.to_str().unwrap(), &img]).ok();
+    let root2 = work.path().join("store2");
+    for i in 0..15 {
+        kill_after(&["import", archive.to_str().unwrap()], &root2, 10 + rand(1200));
+        consistent(&root2, work.path(), &format!("import{i}"));
+    }
+    stowage(&root2, &["import", archive.to_str().unwrap()]).ok();
+    consistent(&root2, work.path(), "import-final");
+
+    // gc with something to collect each time.
+    for i in 0..10 {
+        stowage(&root, &["pull", "--plain-http", "-q", &format!("{reg}/corpus/many-small:latest")]).ok();
+        stowage(&root, &["rm", &format!("{reg}/corpus/many-small:latest")]).ok();
+        kill_after(&["gc"], &root, rand(400));
+        consistent(&root, work.path(), &format!("gc{i}"));
+    }
+    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
+    assert_eq!(again["layers_fetched"], 0, "verified layers are reused: {again}");
 }

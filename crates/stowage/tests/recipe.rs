@@ -189,3 +189,94 @@ fn a_changed_snapshot_is_caught_not_exported() {
     );
     assert!(!file.exists(), "a wrong archive must not be left behind");
 }
+
+/// Run `cmd args` with `input` on stdin; its stdout.
+fn filter(cmd: &str, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let t = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().ok()?;
+    t.join().unwrap().ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// Go's gzip helper (standard library or pgzip), built offline from Debian's Go.
+fn gogzip(work: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deflate-recipe/testdata/gogzip");
+    let out = work.join("gogzip");
+    let ok = std::process::Command::new("/usr/lib/go-1.19/bin/go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", work.join("gocache"))
+        .env("GOFLAGS", "")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(out)
+}
+
+/// Layers gzipped by other encoders: each either round-trips exactly (blob
+/// dropped) or keeps its blob with the reason recorded; none is exported wrong.
+#[test]
+fn layers_from_other_encoders_round_trip_or_keep_their_blob() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    // Text-like and binary content, as real layers have.
+    let mut t = common::push::tarb::Tar::new().dir("usr", 0o755);
+    let mut x: u64 = 7;
+    for i in 0..40 {
+        let text: String = (0..(2000 + i * 300)).map(|j| format!("line {j} of file {i}: value={}\n", (j * 7919 + i) % 1013)).collect();
+        t = t.file(&format!("usr/text{i}.txt"), text.as_bytes());
+        let bin: Vec<u8> = (0..20_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % 7) as u8 * 37 }).collect();
+        t = t.file(&format!("usr/bin{i}"), &bin);
+    }
+    let tar = t.finish();
+    let go = gogzip(work.path());
+    let go_s = go.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let py = "import sys,zlib\nc=zlib.compressobj(6,zlib.DEFLATED,31)\nsys.stdout.buffer.write(c.compress(sys.stdin.buffer.read())+c.flush())";
+    let mut encoders: Vec<(&str, String, Vec<&str>)> = vec![
+        ("gzip-1", "gzip".into(), vec!["-1", "-n", "-c"]),
+        ("gzip-6", "gzip".into(), vec!["-6", "-n", "-c"]),
+        ("gzip-9", "gzip".into(), vec!["-9", "-n", "-c"]),
+        ("pigz", "pigz".into(), vec!["-6", "-n", "-c"]),
+        ("python-zlib", "python3".into(), vec!["-c", py]),
+    ];
+    if let Some(g) = &go_s {
+        encoders.push(("go-std-bestspeed", g.clone(), vec!["std", "1"]));
+        encoders.push(("go-std-default", g.clone(), vec!["std", "-1"]));
+        encoders.push(("go-pgzip-default", g.clone(), vec!["pgzip", "-1"]));
+    } else if std::env::var("STOWAGE_TEST_REQUIRED").as_deref() == Ok("1") {
+        panic!("Debian's golang-1.19-go with golang-github-klauspost-pgzip-dev is required");
+    }
+    let mut report = Vec::new();
+    for (name, cmd, args) in &encoders {
+        let gz = filter(cmd, args, &tar).unwrap_or_else(|| panic!("{name}: encoder failed"));
+        let repo = format!("test/enc-{name}");
+        let pushed = common::push::push_compressed(&reg, &repo, "v1", &tar, &gz);
+        let img = format!("{reg}/{repo}:v1");
+        let out = stowage(&root, &["pull", "--plain-http", "--policy", "recipe", "--format", "json", &img]).ok().json();
+        let r = &out["recipes"][0];
+        assert!(r["dropped"].as_bool().unwrap() || !r["detail"].as_str().unwrap().is_empty(), "{name}: {r}");
+        report.push(format!("{name}: dropped={} recipe={} blob={} {}", r["dropped"], r["recipe_bytes"], r["blob_bytes"], r["detail"]));
+        let file = work.path().join(format!("{name}.tar"));
+        stowage(&root, &["export", "--no-fetch", "-o", file.to_str().unwrap(), &img]).ok();
+        let layout = work.path().join(format!("layout-{name}"));
+        sh("skopeo", &["copy", "-q", &format!("oci-archive:{}", file.display()), &format!("oci:{}:t", layout.display())]);
+        let bytes = std::fs::read(layout.join("blobs/sha256").join(&pushed.layers[0][7..])).unwrap();
+        assert_eq!(sha(&bytes), pushed.layers[0], "{name}: exported layer differs");
+    }
+    eprintln!("encoder outcomes:\n{}", report.join("\n"));
+    assert!(report.iter().any(|l| l.starts_with("gzip-6: dropped=true")), "{report:?}");
+}

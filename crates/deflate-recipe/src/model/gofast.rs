@@ -179,6 +179,12 @@ impl Model for GoFastModel {
             self.reset();
             return;
         }
+        let start = out.len();
         self.encode(chunk, out);
+        // More tokens than 15/16 of the bytes: written Huffman-only (literals).
+        if out.len() - start > chunk.len() - (chunk.len() >> 4) {
+            out.truncate(start);
+            out.extend(chunk.iter().map(|&v| Token::lit(v)));
+        }
     }
 }

@@ -427,18 +427,21 @@ pub(super) fn add_match_long(dst: &mut Vec<Token>, mut l: i32, dist: u16) {
 /// Token predictor for klauspost flate / pgzip.
 pub struct KlauspostModel {
     level: u8,
+    /// pgzip block size; 0 while unknown or for a plain flate stream.
     segment: usize,
     dict: usize,
     enc: Box<dyn FastEnc>,
     /// Bytes of the current pgzip block seen so far.
     seg_pos: usize,
+    /// pgzip blocks completed.
+    segments_done: u64,
     /// Tail of the current pgzip block, to prime the next one.
     tail: Vec<u8>,
     scratch: Vec<Token>,
 }
 
 impl KlauspostModel {
-    /// New model for one stream at fast level 1..=6 (others fall back to
+    /// New model for one stream at level 1..=6 (others fall back to
     /// level 5's search, with more corrections).
     pub fn new(level: u8, segment: u32, dict: u32) -> Self {
         KlauspostModel {
@@ -447,9 +450,25 @@ impl KlauspostModel {
             dict: dict as usize,
             enc: new_enc(level),
             seg_pos: 0,
+            segments_done: 0,
             tail: Vec::new(),
             scratch: Vec::new(),
         }
+    }
+}
+
+/// Keep the last `dict` bytes seen in `tail`.
+pub(super) fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], dict: usize) {
+    if dict == 0 {
+        return;
+    }
+    if chunk.len() >= dict {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - dict..]);
+    } else {
+        tail.extend_from_slice(chunk);
+        let excess = tail.len().saturating_sub(dict);
+        tail.drain(..excess);
     }
 }
 
@@ -462,8 +481,18 @@ impl Model for KlauspostModel {
         }
     }
 
+    fn set_segment(&mut self, segment: usize, _out: &mut Vec<Token>) {
+        if self.segment == 0 && segment >= self.seg_pos {
+            self.segment = segment;
+            if self.seg_pos == segment {
+                self.seg_pos = 0;
+                self.segments_done += 1;
+            }
+        }
+    }
+
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
-        if self.segment > 0 && self.seg_pos == 0 {
+        if self.seg_pos == 0 && self.segments_done > 0 {
             // pgzip: a fresh writer per block, primed with the previous tail.
             self.enc = new_enc(self.level);
             if !self.tail.is_empty() {
@@ -478,26 +507,19 @@ impl Model for KlauspostModel {
             out.extend(chunk.iter().map(|&v| Token::lit(v)));
         } else {
             let start = out.len();
-            if !self.enc.encode(chunk, out) {
+            // No match at all: stored; barely any (more tokens than 15/16 of
+            // the bytes): written Huffman-only. Either way: literals.
+            if !self.enc.encode(chunk, out) || out.len() - start > chunk.len() - (chunk.len() >> 4)
+            {
                 out.truncate(start);
                 out.extend(chunk.iter().map(|&v| Token::lit(v)));
             }
         }
-        if self.segment > 0 {
-            self.seg_pos += chunk.len();
-            // Keep the last `dict` bytes of this block for the next one.
-            if chunk.len() >= self.dict {
-                self.tail.clear();
-                self.tail
-                    .extend_from_slice(&chunk[chunk.len() - self.dict..]);
-            } else {
-                self.tail.extend_from_slice(chunk);
-                let excess = self.tail.len().saturating_sub(self.dict);
-                self.tail.drain(..excess);
-            }
-            if self.seg_pos == self.segment {
-                self.seg_pos = 0;
-            }
+        self.seg_pos += chunk.len();
+        keep_tail(&mut self.tail, chunk, self.dict);
+        if self.segment > 0 && self.seg_pos == self.segment {
+            self.seg_pos = 0;
+            self.segments_done += 1;
         }
     }
 }

@@ -39,6 +39,7 @@ pub struct KpLazyModel {
     segment: usize,
     dict: usize,
     seg_pos: usize,
+    segments_done: u64,
     tail: Vec<u8>,
     window: Vec<u8>,
     window_end: usize,
@@ -71,6 +72,7 @@ impl KpLazyModel {
             segment: segment as usize,
             dict: dict as usize,
             seg_pos: 0,
+            segments_done: 0,
             tail: Vec::new(),
             window: vec![0; 2 * WINDOW],
             window_end: 0,
@@ -341,12 +343,19 @@ impl Model for KpLazyModel {
         }
     }
 
-    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
-        if self.segment == 0 {
-            self.write(chunk, out);
-            return;
+    fn set_segment(&mut self, segment: usize, out: &mut Vec<Token>) {
+        if self.segment == 0 && segment >= self.seg_pos {
+            self.segment = segment;
+            if self.seg_pos == segment {
+                self.flush(out);
+                self.seg_pos = 0;
+                self.segments_done += 1;
+            }
         }
-        if self.seg_pos == 0 {
+    }
+
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        if self.seg_pos == 0 && self.segments_done > 0 {
             self.reset();
             if !self.tail.is_empty() {
                 let tail = std::mem::take(&mut self.tail);
@@ -355,17 +364,16 @@ impl Model for KpLazyModel {
         }
         self.write(chunk, out);
         self.seg_pos += chunk.len();
-        self.tail.extend_from_slice(chunk);
-        let excess = self.tail.len().saturating_sub(self.dict);
-        self.tail.drain(..excess);
-        if self.seg_pos == self.segment {
+        super::klauspost::keep_tail(&mut self.tail, chunk, self.dict);
+        if self.segment > 0 && self.seg_pos == self.segment {
             self.flush(out);
             self.seg_pos = 0;
+            self.segments_done += 1;
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Token>) {
-        if self.segment == 0 || self.seg_pos > 0 {
+        if self.seg_pos > 0 || self.segments_done == 0 {
             self.flush(out);
         }
     }

@@ -4,6 +4,12 @@
 //! asks for (the last chunk may be shorter) and returns its predicted tokens
 //! for each chunk. Predictions never need to be right: wrong ones only cost
 //! corrections in the recipe.
+//!
+//! A model's predictions are part of the recipe format: a stored recipe is
+//! only meaningful with the exact model that made it. Never change what an
+//! existing [`ModelSpec`] predicts (tests/format.rs guards this with v1
+//! fixtures); add a new variant for a new encoder version instead. The same
+//! holds for the header builders in `hdrpred`.
 
 mod gofast;
 mod gostd;
@@ -30,6 +36,10 @@ pub trait Model {
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>);
     /// The stream ended: emit tokens still held back (lookahead).
     fn finish(&mut self, _out: &mut Vec<Token>) {}
+    /// The stream turned out to be cut into independent blocks of this
+    /// many bytes (pgzip); called when the first block has ended, which the
+    /// model may have seen all of already (tokens it then owes go to `out`).
+    fn set_segment(&mut self, _segment: usize, _out: &mut Vec<Token>) {}
 }
 
 /// Identifies a model and its parameters; stored in the recipe.
@@ -161,30 +171,21 @@ impl ModelSpec {
             _ => (2..=8).collect(),
         };
         let mut v = vec![ModelSpec::Literals];
-        let klauspost =
-            || {
-                let mut k = Vec::new();
-                let kl: &[u8] = match xfl {
-                    4 => &[1],
-                    2 => &[9],
-                    _ => &[5, 6, 2, 3, 4, 7, 8],
-                };
-                for &level in kl {
-                    k.extend(crate::analyze::PGZIP_SEGMENTS.iter().map(|&seg| {
-                        ModelSpec::Klauspost {
-                            level,
-                            segment: seg as u32,
-                            dict: 16 << 10,
-                        }
-                    }));
-                    k.push(ModelSpec::Klauspost {
-                        level,
-                        segment: 0,
-                        dict: 0,
-                    });
-                }
-                k
-            };
+        let kl: &[u8] = match xfl {
+            4 => &[1],
+            2 => &[9],
+            _ => &[5, 6, 2, 3, 4, 7, 8],
+        };
+        // pgzip's block size is learnt from the first sync marker (segment
+        // 0 with a dictionary means "not known yet"; a plain flate stream
+        // never has one).
+        let klauspost = || {
+            kl.iter().map(|&level| ModelSpec::Klauspost {
+                level,
+                segment: 0,
+                dict: 16 << 10,
+            })
+        };
         if os == 255 {
             // Go programs: pgzip always writes MTIME from a zero time.Time.
             v.extend(klauspost());
@@ -249,7 +250,7 @@ mod tests {
         }
         let mut far = noise[..40_000].to_vec();
         far.extend_from_slice(&noise[..40_000]);
-        far.extend(std::iter::repeat_n(0u8, 70_000));
+        far.extend(std::iter::repeat(0u8).take(70_000));
         far.extend_from_slice(&noise[1000..33_000]);
         vec![
             vec![],

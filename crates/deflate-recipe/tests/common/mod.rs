@@ -58,7 +58,7 @@ pub fn sample(len: usize, seed: u64) -> Vec<u8> {
             1 => {
                 let n = next() % 700;
                 let b = next() as u8;
-                out.extend(std::iter::repeat_n(b, n));
+                out.extend(std::iter::repeat(b).take(n));
             }
             2 if out.len() > 40000 => {
                 // A long-distance repeat.

@@ -13,18 +13,55 @@ use stowage_store::images::{drop_form, put_blob, put_form, put_image, put_layer,
 use stowage_store::snapshots::{put_snapshot, SnapshotRecord};
 use stowage_store::{ImageRecord, Policy, Store};
 
-/// An exclusive lock on `locks/<layer>`, released on drop. Lock files are
-/// never removed: deleting one another process has open would split the lock.
-fn lock_layer(store: &Store, d: &Digest) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+/// Layers this process holds a lock on. Two pulls inside one process (as
+/// under `serve`, which already shares identical pulls) do not wait on each
+/// other: flock locks belong to open files, and a stuck, cancelled pull must
+/// not hold up a fresh one.
+static HELD: std::sync::Mutex<Vec<Digest>> = std::sync::Mutex::new(Vec::new());
+
+/// An exclusive lock on `locks/<layer>` against other processes, released on
+/// drop. Lock files are never removed: deleting one that another process has
+/// open would split the lock. Waiting polls, so a cancelled pull stops waiting.
+struct LayerLock {
+    flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    digest: Digest,
+}
+
+impl Drop for LayerLock {
+    fn drop(&mut self) {
+        if self.flock.take().is_some() {
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|d| d != &self.digest);
+        }
+    }
+}
+
+fn lock_layer(store: &Store, d: &Digest, cancel: &AtomicBool) -> std::io::Result<LayerLock> {
+    if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
+        return Ok(LayerLock { flock: None, digest: d.clone() });
+    }
     let dir = store.root().join("locks");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(d.hex());
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                HELD.lock().unwrap_or_else(|p| p.into_inner()).push(d.clone());
+                return Ok(LayerLock { flock: Some(lock), digest: d.clone() });
+            }
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("cancelled while waiting for another pull of this layer"));
+                }
+                if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
+                    return Ok(LayerLock { flock: None, digest: d.clone() });
+                }
+                f = back;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
 }
 
 pub(crate) struct BroughtIn {
@@ -60,10 +97,17 @@ pub(crate) fn bring_in(
     wanted.dedup();
     let mut _locks = Vec::new();
     for d in wanted {
-        _locks.push(lock_layer(store, d).map_err(|e| PullError::Store {
-            image: image.clone(),
-            detail: format!("lock for layer {d}: {e}"),
-        })?);
+        let lock = lock_layer(store, d, cancel).map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                PullError::Cancelled { image: image.clone() }
+            } else {
+                PullError::Store {
+                    image: image.clone(),
+                    detail: format!("lock for layer {d}: {e}"),
+                }
+            }
+        })?;
+        _locks.push(lock);
     }
     // 4. Layers: skip what is present, fetch the rest in parallel (bounded).
     let mut jobs: Vec<LayerJob> = Vec::new();

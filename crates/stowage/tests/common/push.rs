@@ -79,6 +79,27 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// Push a one-layer image whose layer is `gz`, the compressed form of `tar`.
+pub fn push_compressed(registry: &str, repo: &str, tag: &str, tar: &[u8], gz: &[u8]) -> Pushed {
+    let d = push_blob(registry, repo, gz);
+    let diff = sha(tar);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": host_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff]},
+    }))
+    .unwrap();
+    let cd = push_blob(registry, repo, &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}],
+    }))
+    .unwrap();
+    let md = push_manifest(registry, repo, tag, &manifest, "application/vnd.oci.image.manifest.v1+json");
+    Pushed { manifest: md, layers: vec![d], diff_ids: vec![diff], config: cd }
+}
+
 /// Push an image whose layers are the given tars (gzip-compressed here).
 /// `diff_ids` overrides what the config claims.
 pub fn push_image(
