@@ -181,6 +181,25 @@ impl<W: Write> Analyzer<W> {
     fn learn_segment(&mut self) {
         self.segment = self.pos;
         for c in &mut self.cands {
+            if let ModelSpec::Pigz {
+                level,
+                block: 0,
+                dict,
+            } = c.spec
+            {
+                if self.pos <= u32::MAX as u64 {
+                    c.spec = ModelSpec::Pigz {
+                        level,
+                        block: self.pos as u32,
+                        dict,
+                    };
+                    c.scratch.clear();
+                    c.model.set_segment(self.pos as usize, &mut c.scratch);
+                    c.diff.predicted(&c.scratch);
+                    c.drain();
+                }
+                continue;
+            }
             if let ModelSpec::Klauspost {
                 level,
                 segment: 0,
@@ -308,7 +327,11 @@ impl<W: Write> Sink for Analyzer<W> {
         self.meta_packer.absorb(&mut self.meta)?;
         let head = self.head.take().expect("block started");
         let mut flags = (head.last as u8) * BF_LAST;
-        if head.kind == (BlockKind::Stored { len: 0, pad: 0 }) && !head.last && self.segment == 0 {
+        // pgzip and pigz end their blocks with empty stored (or, pigz,
+        // empty fixed) blocks.
+        let marker = head.kind == (BlockKind::Stored { len: 0, pad: 0 })
+            || (head.kind == BlockKind::Fixed && ntokens == 0);
+        if marker && !head.last && self.segment == 0 && self.pos > 0 {
             self.learn_segment();
         }
         match &head.kind {

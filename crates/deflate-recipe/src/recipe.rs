@@ -1,13 +1,14 @@
 //! The recipe container: format version, model, member lengths and the two
 //! packed streams: block/framing records ("meta") and token corrections.
 //!
-//! Layout (version 1), integers as LEB128 varints:
+//! Layout (version 2), integers as LEB128 varints:
 //!
 //! ```text
-//! "SDR" | version u8 = 1 | model spec | n_members | plaintext length × n |
+//! "SDR" | version u8 = 2 | model spec | n_members | plaintext length × n |
 //! meta_len | meta | tok_len | tok
 //! model spec: 0 literals | 1 level segment dict (klauspost/pgzip)
 //!           | 2 level (zlib) | 3 level (Go compress/flate)
+//!           | 4 level block dict (pigz)
 //! packed stream: 0 raw bytes… | 1 zstd frame
 //! ```
 //!
@@ -23,7 +24,14 @@
 //! (0 whole block, `bytes << 1 | 1`, `tokens << 1`).
 //!
 //! Token records (see `diff`): `n_ok, n_explicit, explicit tokens…` against
-//! the model's predicted tokens. Later versions must keep reading version 1:
+//! the model's predicted tokens; a stored block's bytes skip the
+//! predictions they cover instead of being compared token by token.
+//!
+//! Versions: 2 is the first frozen format. 1 was written by pre-release
+//! development snapshots of this crate: same layout, and the last of those
+//! snapshots already had version 2's semantics, so version 1 is decoded as
+//! 2 (recipes from earlier snapshots then fail the caller's digest check
+//! rather than rebuild). Later versions must keep reading version 2:
 //! `from_bytes` dispatches on the version byte.
 
 use crate::error::{RecipeError, Result};
@@ -32,7 +40,7 @@ use crate::varint::{self, ByteReader};
 
 const MAGIC: &[u8; 3] = b"SDR";
 /// Current recipe format version.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Meta stream record tags.
 pub(crate) const TAG_END: u8 = 0;
@@ -83,7 +91,7 @@ impl Recipe {
             return Err(RecipeError::recipe("missing recipe magic"));
         }
         let version = b[3];
-        if version != 1 {
+        if version != 1 && version != 2 {
             return Err(RecipeError::recipe(format!(
                 "unsupported recipe format version {version}"
             )));

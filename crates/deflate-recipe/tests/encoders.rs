@@ -120,5 +120,6 @@ fn pigz_levels() {
         };
         let r = roundtrip(&gz, &data);
         eprintln!("pigz {args:?}: {} {:.3}%", recipe_kind(&r), pct(&r, &gz));
+        assert!(pct(&r, &gz) < 0.5, "pigz {args:?} should be predicted");
     }
 }

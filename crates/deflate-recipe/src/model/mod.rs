@@ -67,6 +67,16 @@ pub enum ModelSpec {
         /// Compression level.
         level: u8,
     },
+    /// pigz: zlib restarted every `block` bytes, primed with the previous
+    /// block's last 32 KiB when `dict`.
+    Pigz {
+        /// Compression level.
+        level: u8,
+        /// Input bytes per block (pigz `-b` KiB × 1024; 0 = one block).
+        block: u32,
+        /// False for `pigz -i`.
+        dict: bool,
+    },
 }
 
 impl ModelSpec {
@@ -77,6 +87,7 @@ impl ModelSpec {
             ModelSpec::Klauspost { segment: 0, .. } => "model:klauspost-flate",
             ModelSpec::Klauspost { .. } => "model:pgzip",
             ModelSpec::Zlib { .. } => "model:zlib",
+            ModelSpec::Pigz { .. } => "model:pigz",
             ModelSpec::GoStd { .. } => "model:go-flate",
         }
     }
@@ -96,6 +107,9 @@ impl ModelSpec {
                 dict,
             } => Box::new(KlauspostModel::new(level, segment, dict)),
             ModelSpec::Zlib { level } => Box::new(ZlibModel::new(level)),
+            ModelSpec::Pigz { level, block, dict } => {
+                Box::new(ZlibModel::pigz(level, block as usize, dict))
+            }
             ModelSpec::GoStd { level: 1 } => Box::new(GoFastModel::new()),
             ModelSpec::GoStd { level } => Box::new(GoStdModel::new(level)),
         }
@@ -121,6 +135,12 @@ impl ModelSpec {
             ModelSpec::GoStd { level } => {
                 out.push(3);
                 out.push(level);
+            }
+            ModelSpec::Pigz { level, block, dict } => {
+                out.push(4);
+                out.push(level);
+                varint::put(out, block as u64);
+                out.push(dict as u8);
             }
         }
     }
@@ -154,6 +174,19 @@ impl ModelSpec {
                     return Err(RecipeError::recipe("bad go flate model level"));
                 }
                 ModelSpec::GoStd { level }
+            }
+            4 => {
+                let level = r.u8()?;
+                let block = r.var()?;
+                let dict = r.u8()?;
+                if !(1..=9).contains(&level) || block > u32::MAX as u64 || dict > 1 {
+                    return Err(RecipeError::recipe("bad pigz model parameters"));
+                }
+                ModelSpec::Pigz {
+                    level,
+                    block: block as u32,
+                    dict: dict == 1,
+                }
             }
             k => return Err(RecipeError::recipe(format!("unknown model kind {k}"))),
         })
@@ -196,6 +229,16 @@ impl ModelSpec {
             }
         } else {
             v.extend(levels.iter().map(|&level| ModelSpec::Zlib { level }));
+            // pigz matches zlib until its first block ends; its block size
+            // is learnt from the first flush marker (block 0 = not known
+            // yet), or is the default 128 KiB when that block had none.
+            for (block, dict) in [(128 << 10, true), (0, true), (0, false)] {
+                v.extend(
+                    levels
+                        .iter()
+                        .map(|&level| ModelSpec::Pigz { level, block, dict }),
+                );
+            }
         }
         v
     }
@@ -230,6 +273,15 @@ mod tests {
         }
         v.extend((1..=9).map(|level| ModelSpec::Zlib { level }));
         v.extend((1..=9).map(|level| ModelSpec::GoStd { level }));
+        for level in [1, 6, 9] {
+            for dict in [true, false] {
+                v.push(ModelSpec::Pigz {
+                    level,
+                    block: 40_000,
+                    dict,
+                });
+            }
+        }
         v
     }
 

@@ -55,6 +55,14 @@ pub struct ZlibModel {
     prev_length: usize,
     prev_match: usize,
     match_available: bool,
+    /// pigz: bytes per independently compressed block (0: one zlib stream).
+    block: usize,
+    /// pigz: prime each block with the previous block's last 32 KiB.
+    dict: bool,
+    block_pos: usize,
+    tail: Vec<u8>,
+    /// Dictionary positions still to hash once input arrives (zlib's `insert`).
+    insert: usize,
 }
 
 #[inline]
@@ -103,6 +111,45 @@ impl ZlibModel {
             prev_length: MIN_MATCH - 1,
             prev_match: 0,
             match_available: false,
+            block: 0,
+            dict: false,
+            block_pos: 0,
+            tail: Vec::new(),
+            insert: 0,
+        }
+    }
+
+    /// pigz: zlib restarted every `block` bytes, primed with the previous
+    /// block's last 32 KiB unless `dict` is false (`pigz -i`).
+    pub fn pigz(level: u8, block: usize, dict: bool) -> Self {
+        ZlibModel {
+            block,
+            dict,
+            ..ZlibModel::new(level)
+        }
+    }
+
+    /// deflateReset + deflateSetDictionary for the next pigz block.
+    fn restart(&mut self) {
+        self.head.fill(0);
+        self.prev.fill(0);
+        self.strstart = 0;
+        self.lookahead = 0;
+        self.match_start = 0;
+        self.match_length = MIN_MATCH - 1;
+        self.prev_length = MIN_MATCH - 1;
+        self.match_available = false;
+        self.insert = 0;
+        if self.dict && !self.tail.is_empty() {
+            let n = self.tail.len();
+            self.window[..n].copy_from_slice(&self.tail);
+            // Every dictionary string is hashed; the last two need the
+            // block's first bytes, so zlib hashes them on the next fill.
+            for p in 0..n.saturating_sub(MIN_MATCH - 1) {
+                self.insert(p);
+            }
+            self.strstart = n;
+            self.insert = n.min(MIN_MATCH - 1);
         }
     }
 
@@ -133,6 +180,11 @@ impl ZlibModel {
                 .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
             self.input_pos += n;
             self.lookahead += n;
+            while self.insert > 0 && self.lookahead + self.insert >= MIN_MATCH {
+                let p = self.strstart - self.insert;
+                self.insert(p);
+                self.insert -= 1;
+            }
             if self.lookahead >= MIN_LOOKAHEAD {
                 break;
             }
@@ -319,12 +371,43 @@ impl ZlibModel {
 
 impl Model for ZlibModel {
     fn next_chunk(&self) -> usize {
-        1 << 16
+        if self.block == 0 {
+            1 << 16
+        } else {
+            (1usize << 16).min(self.block - self.block_pos)
+        }
+    }
+
+    fn set_segment(&mut self, segment: usize, out: &mut Vec<Token>) {
+        if self.block != 0 || segment < self.block_pos {
+            return;
+        }
+        self.block = segment;
+        if self.block_pos == segment {
+            self.run(out, true);
+            self.block_pos = 0;
+            self.restart();
+        }
     }
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         self.input.extend_from_slice(chunk);
-        self.run(out, false);
+        self.block_pos += chunk.len();
+        if self.dict {
+            super::klauspost::keep_tail(&mut self.tail, chunk, W);
+        }
+        if self.block == 0 {
+            self.run(out, false);
+            return;
+        }
+        if self.block_pos < self.block {
+            self.run(out, false);
+            return;
+        }
+        // End of a pigz block: flush it, start the next one fresh.
+        self.run(out, true);
+        self.block_pos = 0;
+        self.restart();
     }
 
     fn finish(&mut self, out: &mut Vec<Token>) {

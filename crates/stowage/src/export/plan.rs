@@ -289,6 +289,21 @@ fn layer_infos(
         .collect()
 }
 
+/// The tar-split of a layer's tar, found under this layer or under any other
+/// compression of the same tar (same diffID): the tar is what it rebuilds.
+pub fn tar_split_for(store: &Store, l: &LayerInfo) -> Option<Recipe> {
+    let mut r = layer_recipe(store, &l.digest).or_else(|| {
+        let others = store.meta.layers_with_diff_id(&l.diff_id).ok()?;
+        others.iter().filter(|d| **d != l.digest).find_map(|d| layer_recipe(store, d))
+    })?;
+    if r.layer != l.digest {
+        r.layer = l.digest.clone();
+        r.compression = stowage_oci::Compression::of_media_type(&l.media_type)?;
+        r.codec = None;
+    }
+    Some(r)
+}
+
 /// The recipe stored for a layer, if any.
 pub fn layer_recipe(store: &Store, layer: &Digest) -> Option<Recipe> {
     let forms = store.meta.layer_forms(layer).ok()?;
@@ -325,7 +340,7 @@ fn blob_plan(
     let snapshot = layer
         .as_ref()
         .filter(|l| store.snapshots.exists(&l.chain_id));
-    let recipe = layer.as_ref().and_then(|l| layer_recipe(store, &l.digest));
+    let recipe = layer.as_ref().and_then(|l| tar_split_for(store, l));
     if let (Some(_), Some(r)) = (snapshot, &recipe) {
         if r.rebuilds_blob() {
             p.source = BlobSource::Rebuild;
@@ -376,7 +391,7 @@ fn blob_plan(
 /// A dropped layer that `--recompress` could rebuild (snapshot and tar-split kept).
 pub fn has_snapshot_and_recipe(store: &Store, b: &BlobPlan) -> bool {
     match &b.layer {
-        Some(l) => store.snapshots.exists(&l.chain_id) && layer_recipe(store, &l.digest).is_some(),
+        Some(l) => store.snapshots.exists(&l.chain_id) && tar_split_for(store, l).is_some(),
         None => false,
     }
 }
