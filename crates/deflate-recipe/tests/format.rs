@@ -20,7 +20,10 @@ fn version_1_recipes_rebuild() {
 
 #[test]
 fn version_2_recipes_rebuild() {
-    check(2, std::env::var("STOWAGE_REGEN_FIXTURES").as_deref() == Ok("1"));
+    check(
+        2,
+        std::env::var("STOWAGE_REGEN_FIXTURES").as_deref() == Ok("1"),
+    );
 }
 
 fn check(version: u8, regen: bool) {
@@ -40,7 +43,10 @@ fn check(version: u8, regen: bool) {
             continue; // added after version 1
         }
         let bytes = std::fs::read(&recipe_path).unwrap();
-        assert_eq!(bytes[3], version, "{name}: fixture is format version {version}");
+        assert_eq!(
+            bytes[3], version,
+            "{name}: fixture is format version {version}"
+        );
         let recipe = Recipe::from_bytes(&bytes).unwrap();
         let mut out = Vec::new();
         rebuild_gzip(&plain[..], &recipe, &mut out).unwrap();

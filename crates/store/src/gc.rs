@@ -220,7 +220,15 @@ fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {
     // Mark.
     let mut marks = Marks::default();
     for img in store.meta.images()? {
-        mark_image(store, &img.digest, &mut marks);
+        if img.policy == "compressed" {
+            // Its snapshots were made on demand; they go when nothing
+            // (no mount) holds them, and are made again when needed.
+            let mut own = Marks::default();
+            mark_image(store, &img.digest, &mut own);
+            marks.blobs.extend(own.blobs);
+        } else {
+            mark_image(store, &img.digest, &mut marks);
+        }
     }
     {
         let conn = store.meta.conn();

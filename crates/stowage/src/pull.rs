@@ -478,3 +478,62 @@ pub(crate) fn run_jobs(
     }
     Ok(results.into_inner().unwrap())
 }
+
+/// Unpack the layers of a stored image whose snapshots are missing, from
+/// the blobs in the store (the `compressed` policy unpacks on demand).
+pub fn snapshots_on_demand(store: &Store, img: &crate::image::ResolvedImage) -> Result<(), PullError> {
+    let name = img.record.name.clone();
+    let layers: Vec<LayerJob> = img
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerJob {
+            digest: l.digest.clone(),
+            media_type: l.media_type.clone(),
+            size: l.size,
+            diff_id: l.diff_id.clone(),
+            chain_id: l.chain_id.clone(),
+            parent: (i > 0).then(|| img.layers[i - 1].chain_id.clone()),
+            want_snapshot: true,
+            want_blob: false,
+        })
+        .collect();
+    let config_bytes = store.content.read(&img.config_digest).map_err(|e| PullError::Store {
+        image: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let target = Target {
+        digest: img.manifest_digest.clone(),
+        media_type: img.manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| stowage_oci::OCI_MANIFEST.to_string()),
+        bytes: img.manifest_bytes.clone(),
+        config_digest: img.config_digest.clone(),
+        config_bytes,
+        layers,
+    };
+    let top = store.content.read(&img.record.digest).map_err(|e| PullError::Store {
+        image: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let open_local = |job: &LayerJob, offset: u64| -> Result<Box<dyn std::io::Read>, PullError> {
+        use std::io::{Seek, SeekFrom};
+        let err = |e: &dyn std::fmt::Display| PullError::Store { image: name.clone(), detail: e.to_string() };
+        let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
+    };
+    let _lease = store.meta.lease("unpack").map_err(|e| PullError::Store { image: name.clone(), detail: e.to_string() })?;
+    let opts = PullOptions { policy: Policy::Keep, ..Default::default() };
+    let cancel = AtomicBool::new(false);
+    commit::bring_in(
+        store,
+        &name,
+        std::slice::from_ref(&target),
+        &(img.record.digest.clone(), img.record.media_type.clone(), top),
+        std::slice::from_ref(&img.record),
+        &opts,
+        &open_local,
+        &crate::progress::Silent,
+        &cancel,
+    )?;
+    Ok(())
+}

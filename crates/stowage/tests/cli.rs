@@ -300,3 +300,29 @@ fn mount_shows_the_same_tree_as_unpack() {
     common::sh("umount", &[mnt.to_str().unwrap()]);
     result.unwrap();
 }
+
+#[test]
+fn compressed_policy_keeps_blobs_and_unpacks_on_demand() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let root = work.path().join("store");
+    layered_image(&reg, "test/compressed");
+    let img = format!("{reg}/test/compressed:v1");
+    stowage(&root, &["pull", "--plain-http", "-q", "--policy", "compressed", &img]).ok();
+    let doc = stowage(&root, &["inspect", "--format", "json", &img]).ok().json();
+    for l in doc["layers"].as_array().unwrap() {
+        assert_eq!(l["forms"], serde_json::json!(["blob"]), "{l}");
+    }
+    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 0);
+    let out = work.path().join("rootfs");
+    stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(out.join("hard-to-lower")).unwrap(), b"keep");
+    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 3);
+    // Not in use: gc takes the snapshots back, the blobs stay.
+    let r = stowage(&root, &["gc", "--format", "json"]).ok().json();
+    assert_eq!(r["snapshots_removed"], 3, "{r}");
+    assert_eq!(r["blobs_removed"], 0, "{r}");
+    let again = work.path().join("rootfs2");
+    stowage(&root, &["unpack", &img, again.to_str().unwrap()]).ok();
+    assert!(again.join("top").exists());
+}
