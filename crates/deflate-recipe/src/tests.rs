@@ -382,3 +382,74 @@ fn wrong_plaintext_is_not_accepted_silently() {
     let res = rebuild_gzip(&b"jello hello hello"[..], &r, &mut out);
     assert!(res.is_err() || out != gz);
 }
+
+/// Corrupted recipes must never panic: rebuild either fails or writes
+/// something (which the caller's digest check rejects).
+#[test]
+fn corrupted_recipes_never_panic() {
+    use std::io::Write;
+    let data: Vec<u8> = (0..60000u32)
+        .map(|i| b"corrupt me softly, "[(i % 19) as usize] ^ (i / 1013) as u8)
+        .collect();
+    let mut streams = Vec::new();
+    for level in [1, 6, 9] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(&data).unwrap();
+        streams.push(e.finish().unwrap());
+    }
+    // A hand-made stream with stored, fixed and dynamic blocks.
+    let mut toks = lits(b"abcabc");
+    toks.push(Token::matched(30, 3));
+    let blocks = vec![
+        (head(false, BlockKind::Stored { len: 3, pad: 0 }), lits(b"xyz")),
+        (head(false, BlockKind::Fixed), toks.clone()),
+        (head(true, dyn_for(&toks)), toks),
+    ];
+    let d = deflate(&blocks, 0);
+    let p = plain_of(&blocks);
+    streams.push(gzip_wrap(&d, &p));
+    let mut rng = Lcg(7);
+    for gz in &streams {
+        let mut plain = Vec::new();
+        let r = analyze_gzip(&gz[..], &mut plain).unwrap();
+        let good = r.to_bytes();
+        let iters: u32 = std::env::var("STOWAGE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+        for _ in 0..iters {
+            let mut bad = good.clone();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(bad.len() as u32) as usize;
+                bad[i] ^= 1 << rng.below(8);
+            }
+            if rng.below(6) == 0 {
+                bad.truncate(rng.below(bad.len() as u32) as usize);
+            }
+            if let Ok(r) = Recipe::from_bytes(&bad) {
+                let _ = rebuild_gzip(&plain[..], &r, std::io::sink());
+            }
+            // Also corrupt the unpacked streams, which zstd would otherwise shield.
+            let mut r2 = r.clone();
+            let which = rng.below(2);
+            let packed = if which == 0 { &r.meta } else { &r.toks };
+            let mut raw = Vec::new();
+            crate::recipe::unpack(packed).unwrap().read_to_end(&mut raw).unwrap();
+            if raw.is_empty() {
+                continue;
+            }
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(raw.len() as u32) as usize;
+                raw[i] = match rng.below(3) {
+                    0 => raw[i] ^ (1 << rng.below(8)),
+                    1 => rng.below(256) as u8,
+                    _ => 0xff,
+                };
+            }
+            let repacked = crate::recipe::pack(&raw).unwrap();
+            if which == 0 {
+                r2.meta = repacked;
+            } else {
+                r2.toks = repacked;
+            }
+            let _ = rebuild_gzip(&plain[..], &r2, std::io::sink());
+        }
+    }
+}

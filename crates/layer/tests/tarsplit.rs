@@ -157,8 +157,16 @@ fn random_trees_round_trip() {
         for i in 0..(5 + rand(40)) {
             let parent = dirs[rand(dirs.len() as u64) as usize].clone();
             let long = rand(5) == 0;
-            let base = if long { format!("{}-{i}", "L".repeat(90 + rand(120) as usize)) } else { format!("e{i}") };
-            let path = if parent.is_empty() { base } else { format!("{parent}/{base}") };
+            let base = if long {
+                format!("{}-{i}", "L".repeat(90 + rand(120) as usize))
+            } else {
+                format!("e{i}")
+            };
+            let path = if parent.is_empty() {
+                base
+            } else {
+                format!("{parent}/{base}")
+            };
             match rand(6) {
                 0 => {
                     let mut h = header(tar::EntryType::Directory, 0, 0o700 | rand(0o7777) as u32);
@@ -172,19 +180,36 @@ fn random_trees_round_trip() {
                 }
                 2 => {
                     let mut h = header(tar::EntryType::Symlink, 0, 0o777);
-                    b.append_link(&mut h, &path, format!("../nowhere/{}", "x".repeat(rand(200) as usize))).unwrap();
+                    b.append_link(
+                        &mut h,
+                        &path,
+                        format!("../nowhere/{}", "x".repeat(rand(200) as usize)),
+                    )
+                    .unwrap();
                 }
                 3 => {
-                    b.append_pax_extensions([("SCHILY.xattr.user.r", format!("{round}-{i}").as_bytes())]).unwrap();
+                    b.append_pax_extensions([(
+                        "SCHILY.xattr.user.r",
+                        format!("{round}-{i}").as_bytes(),
+                    )])
+                    .unwrap();
                     let body = vec![rand(256) as u8; rand(2000) as usize];
-                    let mut h = header(tar::EntryType::Regular, body.len() as u64, rand(0o7777) as u32);
+                    let mut h = header(
+                        tar::EntryType::Regular,
+                        body.len() as u64,
+                        rand(0o7777) as u32,
+                    );
                     b.append_data(&mut h, &path, &body[..]).unwrap();
                     files.push(path);
                 }
                 _ => {
                     let len = [0, 1, 511, 512, 513, 4096, rand(70_000)][rand(7) as usize] as usize;
                     let body: Vec<u8> = (0..len).map(|_| rand(256) as u8).collect();
-                    let mut h = header(tar::EntryType::Regular, len as u64, 0o600 | rand(0o7777) as u32);
+                    let mut h = header(
+                        tar::EntryType::Regular,
+                        len as u64,
+                        0o600 | rand(0o7777) as u32,
+                    );
                     b.append_data(&mut h, &path, &body[..]).unwrap();
                     files.push(path);
                 }

@@ -11,7 +11,7 @@ mod reference;
 pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{parse_config, parse_manifest, Manifest, ManifestError};
 pub use media::*;
-pub use platform::{Platform, PlatformError};
+pub use platform::{descriptor_platform, Platform, PlatformError};
 pub use reference::{Reference, ReferenceError, DEFAULT_REGISTRY};
 
 /// Re-export of the oci-spec image types we build on.

@@ -80,3 +80,17 @@ impl fmt::Display for Platform {
         Ok(())
     }
 }
+
+/// `(os, architecture, variant)` of an index entry; empty when it names none.
+pub fn descriptor_platform(d: &oci_spec::image::Descriptor) -> (String, String, Option<String>) {
+    d.platform()
+        .as_ref()
+        .map(|p| {
+            (
+                p.os().to_string(),
+                p.architecture().to_string(),
+                p.variant().clone(),
+            )
+        })
+        .unwrap_or_default()
+}

@@ -138,7 +138,8 @@ impl Meta {
     /// Layer digests (compressions) whose tar hashes to `diff_id`.
     pub fn layers_with_diff_id(&self, diff_id: &Digest) -> Result<Vec<Digest>, MetaError> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT digest FROM layers WHERE diff_id = ?1 ORDER BY digest")?;
+        let mut st =
+            conn.prepare("SELECT digest FROM layers WHERE diff_id = ?1 ORDER BY digest")?;
         let rows = st
             .query_map([diff_id.to_string()], |r| digest_col(r, 0))?
             .collect::<Result<Vec<_>, _>>()?;

@@ -146,16 +146,7 @@ pub fn resolve_record(
                     let Ok(d) = Digest::try_from(m.digest()) else {
                         continue;
                     };
-                    let p = m.platform().as_ref();
-                    let (os, arch, var) = p
-                        .map(|p| {
-                            (
-                                p.os().to_string(),
-                                p.architecture().to_string(),
-                                p.variant().clone(),
-                            )
-                        })
-                        .unwrap_or_default();
+                    let (os, arch, var) = stowage_oci::descriptor_platform(m);
                     if store.content.contains(&d) {
                         have.push(format!("{os}/{arch}"));
                         if chosen.is_none() && want.matches(&os, &arch, var.as_deref()) {

@@ -268,16 +268,7 @@ pub fn import(
                 for d in idx.manifests() {
                     let cd = Digest::try_from(d.digest())
                         .map_err(|e| ImportError::Invalid(e.to_string()))?;
-                    let p = d.platform().as_ref();
-                    let (os, arch, var) = p
-                        .map(|p| {
-                            (
-                                p.os().to_string(),
-                                p.architecture().to_string(),
-                                p.variant().clone(),
-                            )
-                        })
-                        .unwrap_or_default();
+                    let (os, arch, var) = stowage_oci::descriptor_platform(d);
                     if have(&cd)
                         && (manifests.is_empty() && host.matches(&os, &arch, var.as_deref())
                             || idx.manifests().len() == 1)
@@ -412,16 +403,8 @@ pub fn import(
                 }
             })
             .collect();
-        let open_local = |job: &LayerJob, offset: u64| -> Result<Box<dyn Read>, PullError> {
-            use std::io::{Seek, SeekFrom};
-            let err = |e: &dyn std::fmt::Display| PullError::Store {
-                image: names[0].clone(),
-                detail: e.to_string(),
-            };
-            let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
-            f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
-            Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
-        };
+        let open_local =
+            |job: &LayerJob, offset: u64| crate::pull::open_stored(store, &names[0], job, offset);
         bring_in(
             store,
             &names[0],

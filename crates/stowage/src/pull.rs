@@ -193,16 +193,7 @@ pub fn pull_cancellable(
             let want = opts.platform.clone().unwrap_or_else(Platform::host);
             let mut have = Vec::new();
             for d in idx.manifests() {
-                let p = d.platform().as_ref();
-                let (os, arch, var) = p
-                    .map(|p| {
-                        (
-                            p.os().to_string(),
-                            p.architecture().to_string(),
-                            p.variant().clone(),
-                        )
-                    })
-                    .unwrap_or_default();
+                let (os, arch, var) = stowage_oci::descriptor_platform(d);
                 have.push(format!("{os}/{arch}"));
                 let chosen = opts.all_platforms
                     || (manifests.is_empty() && want.matches(&os, &arch, var.as_deref()));
@@ -481,7 +472,10 @@ pub(crate) fn run_jobs(
 
 /// Unpack the layers of a stored image whose snapshots are missing, from
 /// the blobs in the store (the `compressed` policy unpacks on demand).
-pub fn snapshots_on_demand(store: &Store, img: &crate::image::ResolvedImage) -> Result<(), PullError> {
+pub fn snapshots_on_demand(
+    store: &Store,
+    img: &crate::image::ResolvedImage,
+) -> Result<(), PullError> {
     let name = img.record.name.clone();
     let layers: Vec<LayerJob> = img
         .layers
@@ -498,37 +492,52 @@ pub fn snapshots_on_demand(store: &Store, img: &crate::image::ResolvedImage) -> 
             want_blob: false,
         })
         .collect();
-    let config_bytes = store.content.read(&img.config_digest).map_err(|e| PullError::Store {
-        image: name.clone(),
-        detail: e.to_string(),
-    })?;
+    let config_bytes = store
+        .content
+        .read(&img.config_digest)
+        .map_err(|e| PullError::Store {
+            image: name.clone(),
+            detail: e.to_string(),
+        })?;
     let target = Target {
         digest: img.manifest_digest.clone(),
-        media_type: img.manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| stowage_oci::OCI_MANIFEST.to_string()),
+        media_type: img
+            .manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| stowage_oci::OCI_MANIFEST.to_string()),
         bytes: img.manifest_bytes.clone(),
         config_digest: img.config_digest.clone(),
         config_bytes,
         layers,
     };
-    let top = store.content.read(&img.record.digest).map_err(|e| PullError::Store {
+    let top = store
+        .content
+        .read(&img.record.digest)
+        .map_err(|e| PullError::Store {
+            image: name.clone(),
+            detail: e.to_string(),
+        })?;
+    let open_local = |job: &LayerJob, offset: u64| open_stored(store, &name, job, offset);
+    let _lease = store.meta.lease("unpack").map_err(|e| PullError::Store {
         image: name.clone(),
         detail: e.to_string(),
     })?;
-    let open_local = |job: &LayerJob, offset: u64| -> Result<Box<dyn std::io::Read>, PullError> {
-        use std::io::{Seek, SeekFrom};
-        let err = |e: &dyn std::fmt::Display| PullError::Store { image: name.clone(), detail: e.to_string() };
-        let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
-        Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
+    let opts = PullOptions {
+        policy: Policy::Keep,
+        ..Default::default()
     };
-    let _lease = store.meta.lease("unpack").map_err(|e| PullError::Store { image: name.clone(), detail: e.to_string() })?;
-    let opts = PullOptions { policy: Policy::Keep, ..Default::default() };
     let cancel = AtomicBool::new(false);
     commit::bring_in(
         store,
         &name,
         std::slice::from_ref(&target),
-        &(img.record.digest.clone(), img.record.media_type.clone(), top),
+        &(
+            img.record.digest.clone(),
+            img.record.media_type.clone(),
+            top,
+        ),
         std::slice::from_ref(&img.record),
         &opts,
         &open_local,
@@ -536,4 +545,21 @@ pub fn snapshots_on_demand(store: &Store, img: &crate::image::ResolvedImage) -> 
         &cancel,
     )?;
     Ok(())
+}
+
+/// Open a layer blob in the content store at `offset` (import, unpack on demand).
+pub(crate) fn open_stored(
+    store: &Store,
+    image: &str,
+    job: &LayerJob,
+    offset: u64,
+) -> Result<Box<dyn std::io::Read>, PullError> {
+    use std::io::{Seek, SeekFrom};
+    let err = |e: &dyn std::fmt::Display| PullError::Store {
+        image: image.to_string(),
+        detail: e.to_string(),
+    };
+    let mut f = store.content.open_blob(&job.digest).map_err(|e| err(&e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| err(&e))?;
+    Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, f)))
 }

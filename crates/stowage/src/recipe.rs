@@ -67,8 +67,9 @@ pub fn rebuild_blob(
 }
 
 fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, String), String> {
-    let tar_only = crate::export::plan::tar_split_for(store, l)
-        .ok_or("no tar-split was recorded for this layer's tar (unpacked before recipes existed?)")?;
+    let tar_only = crate::export::plan::tar_split_for(store, l).ok_or(
+        "no tar-split was recorded for this layer's tar (unpacked before recipes existed?)",
+    )?;
     if !store.snapshots.exists(&l.chain_id) {
         return Err("the layer has no snapshot".into());
     }

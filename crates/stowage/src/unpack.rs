@@ -31,8 +31,14 @@ pub fn snapshot_paths(
 ) -> Result<(String, Vec<PathBuf>), UnpackError> {
     let img = resolve_image(store, name, platform)?;
     // `compressed` keeps blobs only: snapshots are made when first needed.
-    if img.layers.iter().any(|l| !store.snapshots.exists(&l.chain_id))
-        && img.layers.iter().all(|l| store.snapshots.exists(&l.chain_id) || store.content.contains(&l.digest))
+    if img
+        .layers
+        .iter()
+        .any(|l| !store.snapshots.exists(&l.chain_id))
+        && img
+            .layers
+            .iter()
+            .all(|l| store.snapshots.exists(&l.chain_id) || store.content.contains(&l.digest))
     {
         crate::pull::snapshots_on_demand(store, &img).map_err(|e| UnpackError::Apply {
             name: img.record.name.clone(),

@@ -308,16 +308,28 @@ fn compressed_policy_keeps_blobs_and_unpacks_on_demand() {
     let root = work.path().join("store");
     layered_image(&reg, "test/compressed");
     let img = format!("{reg}/test/compressed:v1");
-    stowage(&root, &["pull", "--plain-http", "-q", "--policy", "compressed", &img]).ok();
-    let doc = stowage(&root, &["inspect", "--format", "json", &img]).ok().json();
+    stowage(
+        &root,
+        &["pull", "--plain-http", "-q", "--policy", "compressed", &img],
+    )
+    .ok();
+    let doc = stowage(&root, &["inspect", "--format", "json", &img])
+        .ok()
+        .json();
     for l in doc["layers"].as_array().unwrap() {
         assert_eq!(l["forms"], serde_json::json!(["blob"]), "{l}");
     }
-    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots")).unwrap().count(),
+        0
+    );
     let out = work.path().join("rootfs");
     stowage(&root, &["unpack", &img, out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(out.join("hard-to-lower")).unwrap(), b"keep");
-    assert_eq!(std::fs::read_dir(root.join("snapshots")).unwrap().count(), 3);
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots")).unwrap().count(),
+        3
+    );
     // Not in use: gc takes the snapshots back, the blobs stay.
     let r = stowage(&root, &["gc", "--format", "json"]).ok().json();
     assert_eq!(r["snapshots_removed"], 3, "{r}");

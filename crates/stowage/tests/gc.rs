@@ -92,11 +92,18 @@ fn consistent(root: &Path, work: &Path, tag: &str) {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.starts_with("tmp-")), "gc left temporary snapshots: {names:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with("tmp-")),
+        "gc left temporary snapshots: {names:?}"
+    );
     for e in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
         let p = e.unwrap().path();
         let want = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(common::tree::hash_file(&p), want, "blob {p:?} has wrong bytes");
+        assert_eq!(
+            common::tree::hash_file(&p),
+            want,
+            "blob {p:?} has wrong bytes"
+        );
     }
     for name in stowage(root, &["images", "-q"]).ok().stdout().lines() {
         let out = work.join(format!("rootfs-{tag}-{}", name.len()));
@@ -136,10 +143,16 @@ fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
         seed % max
     };
     for i in 0..25 {
-        kill_after(&["pull", "--plain-http", "-q", &img], &root, 10 + rand(1500));
+        kill_after(
+            &["pull", "--plain-http", "-q", &img],
+            &root,
+            10 + rand(1500),
+        );
         consistent(&root, work.path(), &format!("pull{i}"));
     }
-    let done = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
+    let done = stowage(&root, &["pull", "--plain-http", "--format", "json", &img])
+        .ok()
+        .json();
     eprintln!("after the killed pulls: {done}");
 
     // An archive to import, into a second root.
@@ -147,7 +160,11 @@ fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
     stowage(&root, &["export", "-o", archive.to_str().unwrap(), &img]).ok();
     let root2 = work.path().join("store2");
     for i in 0..15 {
-        kill_after(&["import", archive.to_str().unwrap()], &root2, 10 + rand(1200));
+        kill_after(
+            &["import", archive.to_str().unwrap()],
+            &root2,
+            10 + rand(1200),
+        );
         consistent(&root2, work.path(), &format!("import{i}"));
     }
     stowage(&root2, &["import", archive.to_str().unwrap()]).ok();
@@ -155,11 +172,25 @@ fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
 
     // gc with something to collect each time.
     for i in 0..10 {
-        stowage(&root, &["pull", "--plain-http", "-q", &format!("{reg}/corpus/many-small:latest")]).ok();
+        stowage(
+            &root,
+            &[
+                "pull",
+                "--plain-http",
+                "-q",
+                &format!("{reg}/corpus/many-small:latest"),
+            ],
+        )
+        .ok();
         stowage(&root, &["rm", &format!("{reg}/corpus/many-small:latest")]).ok();
         kill_after(&["gc"], &root, rand(400));
         consistent(&root, work.path(), &format!("gc{i}"));
     }
-    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &img]).ok().json();
-    assert_eq!(again["layers_fetched"], 0, "verified layers are reused: {again}");
+    let again = stowage(&root, &["pull", "--plain-http", "--format", "json", &img])
+        .ok()
+        .json();
+    assert_eq!(
+        again["layers_fetched"], 0,
+        "verified layers are reused: {again}"
+    );
 }

@@ -209,7 +209,8 @@ fn filter(cmd: &str, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
 
 /// Go's gzip helper (standard library or pgzip), built offline from Debian's Go.
 fn gogzip(work: &std::path::Path) -> Option<std::path::PathBuf> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deflate-recipe/testdata/gogzip");
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deflate-recipe/testdata/gogzip");
     let out = work.join("gogzip");
     let ok = std::process::Command::new("/usr/lib/go-1.19/bin/go")
         .args(["build", "-o"])
@@ -237,9 +238,18 @@ fn layers_from_other_encoders_round_trip_or_keep_their_blob() {
     let mut t = common::push::tarb::Tar::new().dir("usr", 0o755);
     let mut x: u64 = 7;
     for i in 0..40 {
-        let text: String = (0..(2000 + i * 300)).map(|j| format!("line {j} of file {i}: value={}\n", (j * 7919 + i) % 1013)).collect();
+        let text: String = (0..(2000 + i * 300))
+            .map(|j| format!("line {j} of file {i}: value={}\n", (j * 7919 + i) % 1013))
+            .collect();
         t = t.file(&format!("usr/text{i}.txt"), text.as_bytes());
-        let bin: Vec<u8> = (0..20_000).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % 7) as u8 * 37 }).collect();
+        let bin: Vec<u8> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 7) as u8 * 37
+            })
+            .collect();
         t = t.file(&format!("usr/bin{i}"), &bin);
     }
     let tar = t.finish();
@@ -266,17 +276,56 @@ fn layers_from_other_encoders_round_trip_or_keep_their_blob() {
         let repo = format!("test/enc-{name}");
         let pushed = common::push::push_compressed(&reg, &repo, "v1", &tar, &gz);
         let img = format!("{reg}/{repo}:v1");
-        let out = stowage(&root, &["pull", "--plain-http", "--policy", "recipe", "--format", "json", &img]).ok().json();
+        let out = stowage(
+            &root,
+            &[
+                "pull",
+                "--plain-http",
+                "--policy",
+                "recipe",
+                "--format",
+                "json",
+                &img,
+            ],
+        )
+        .ok()
+        .json();
         let r = &out["recipes"][0];
-        assert!(r["dropped"].as_bool().unwrap() || !r["detail"].as_str().unwrap().is_empty(), "{name}: {r}");
-        report.push(format!("{name}: dropped={} recipe={} blob={} {}", r["dropped"], r["recipe_bytes"], r["blob_bytes"], r["detail"]));
+        assert!(
+            r["dropped"].as_bool().unwrap() || !r["detail"].as_str().unwrap().is_empty(),
+            "{name}: {r}"
+        );
+        report.push(format!(
+            "{name}: dropped={} recipe={} blob={} {}",
+            r["dropped"], r["recipe_bytes"], r["blob_bytes"], r["detail"]
+        ));
         let file = work.path().join(format!("{name}.tar"));
-        stowage(&root, &["export", "--no-fetch", "-o", file.to_str().unwrap(), &img]).ok();
+        stowage(
+            &root,
+            &["export", "--no-fetch", "-o", file.to_str().unwrap(), &img],
+        )
+        .ok();
         let layout = work.path().join(format!("layout-{name}"));
-        sh("skopeo", &["copy", "-q", &format!("oci-archive:{}", file.display()), &format!("oci:{}:t", layout.display())]);
-        let bytes = std::fs::read(layout.join("blobs/sha256").join(&pushed.layers[0][7..])).unwrap();
-        assert_eq!(sha(&bytes), pushed.layers[0], "{name}: exported layer differs");
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("oci-archive:{}", file.display()),
+                &format!("oci:{}:t", layout.display()),
+            ],
+        );
+        let bytes =
+            std::fs::read(layout.join("blobs/sha256").join(&pushed.layers[0][7..])).unwrap();
+        assert_eq!(
+            sha(&bytes),
+            pushed.layers[0],
+            "{name}: exported layer differs"
+        );
     }
     eprintln!("encoder outcomes:\n{}", report.join("\n"));
-    assert!(report.iter().any(|l| l.starts_with("gzip-6: dropped=true")), "{report:?}");
+    assert!(
+        report.iter().any(|l| l.starts_with("gzip-6: dropped=true")),
+        "{report:?}"
+    );
 }

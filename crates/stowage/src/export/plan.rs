@@ -156,16 +156,7 @@ fn plan_image(
             let mut chosen = false;
             for d in idx.manifests() {
                 let digest = Digest::try_from(d.digest()).map_err(|e| fail(e.to_string()))?;
-                let p = d.platform().as_ref();
-                let (os, arch, var) = p
-                    .map(|p| {
-                        (
-                            p.os().to_string(),
-                            p.architecture().to_string(),
-                            p.variant().clone(),
-                        )
-                    })
-                    .unwrap_or_default();
+                let (os, arch, var) = stowage_oci::descriptor_platform(d);
                 let take =
                     opts.all_platforms || (!chosen && want.matches(&os, &arch, var.as_deref()));
                 if !take {
@@ -294,7 +285,10 @@ fn layer_infos(
 pub fn tar_split_for(store: &Store, l: &LayerInfo) -> Option<Recipe> {
     let mut r = layer_recipe(store, &l.digest).or_else(|| {
         let others = store.meta.layers_with_diff_id(&l.diff_id).ok()?;
-        others.iter().filter(|d| **d != l.digest).find_map(|d| layer_recipe(store, d))
+        others
+            .iter()
+            .filter(|d| **d != l.digest)
+            .find_map(|d| layer_recipe(store, d))
     })?;
     if r.layer != l.digest {
         r.layer = l.digest.clone();

@@ -30,31 +30,50 @@ struct LayerLock {
 impl Drop for LayerLock {
     fn drop(&mut self) {
         if self.flock.take().is_some() {
-            HELD.lock().unwrap_or_else(|p| p.into_inner()).retain(|d| d != &self.digest);
+            HELD.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|d| d != &self.digest);
         }
     }
 }
 
 fn lock_layer(store: &Store, d: &Digest, cancel: &AtomicBool) -> std::io::Result<LayerLock> {
     if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
-        return Ok(LayerLock { flock: None, digest: d.clone() });
+        return Ok(LayerLock {
+            flock: None,
+            digest: d.clone(),
+        });
     }
     let dir = store.root().join("locks");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(d.hex());
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     loop {
         match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
-                HELD.lock().unwrap_or_else(|p| p.into_inner()).push(d.clone());
-                return Ok(LayerLock { flock: Some(lock), digest: d.clone() });
+                HELD.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(d.clone());
+                return Ok(LayerLock {
+                    flock: Some(lock),
+                    digest: d.clone(),
+                });
             }
             Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
                 if cancel.load(Ordering::Relaxed) {
-                    return Err(std::io::Error::other("cancelled while waiting for another pull of this layer"));
+                    return Err(std::io::Error::other(
+                        "cancelled while waiting for another pull of this layer",
+                    ));
                 }
                 if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
-                    return Ok(LayerLock { flock: None, digest: d.clone() });
+                    return Ok(LayerLock {
+                        flock: None,
+                        digest: d.clone(),
+                    });
                 }
                 f = back;
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -99,7 +118,9 @@ pub(crate) fn bring_in(
     for d in wanted {
         let lock = lock_layer(store, d, cancel).map_err(|e| {
             if cancel.load(Ordering::Relaxed) {
-                PullError::Cancelled { image: image.clone() }
+                PullError::Cancelled {
+                    image: image.clone(),
+                }
             } else {
                 PullError::Store {
                     image: image.clone(),

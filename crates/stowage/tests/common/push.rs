@@ -96,8 +96,19 @@ pub fn push_compressed(registry: &str, repo: &str, tag: &str, tar: &[u8], gz: &[
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()}],
     }))
     .unwrap();
-    let md = push_manifest(registry, repo, tag, &manifest, "application/vnd.oci.image.manifest.v1+json");
-    Pushed { manifest: md, layers: vec![d], diff_ids: vec![diff], config: cd }
+    let md = push_manifest(
+        registry,
+        repo,
+        tag,
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    Pushed {
+        manifest: md,
+        layers: vec![d],
+        diff_ids: vec![diff],
+        config: cd,
+    }
 }
 
 /// Push an image whose layers are the given tars (gzip-compressed here).
