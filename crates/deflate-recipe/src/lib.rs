@@ -4,12 +4,20 @@
 //! [`Recipe`]; [`rebuild_gzip`] turns the plaintext and the recipe back into
 //! the identical gzip bytes. The recipe stores the gzip framing verbatim, the
 //! deflate block structure (Huffman headers only where no builder predicts
-//! them), and the token stream as corrections against an encoder model
-//! (klauspost/pgzip, …) that re-runs the original encoder's match search.
-//! Any valid deflate stream round-trips; a model only makes the recipe small.
+//! them), and the token stream as corrections against an encoder model that
+//! re-runs the original encoder's match search: klauspost/compress flate and
+//! pgzip (levels 1–9), Go's compress/flate (1.8–1.26, levels 1–9), zlib and
+//! GNU gzip (levels 1–9) and pigz. Any valid deflate stream round-trips; a
+//! model only makes the recipe small (see BENCHMARKS.md).
 //!
 //! Memory is bounded: plaintext and compressed data are streamed, with a
-//! 32 KiB window plus per-block buffers.
+//! 32 KiB window plus per-block buffers and model state (≤ ~1 MiB per
+//! model; while candidates are compared over the first 2 MiB of plaintext,
+//! up to ~29 models run side by side, ≤ ~15 MiB). The recipe itself is built
+//! in memory (compressed as it grows).
+//!
+//! Recipe format: see the `recipe` module source; its version byte is
+//! [`FORMAT_VERSION`], and older versions stay readable.
 
 mod analyze;
 mod bits;

@@ -218,11 +218,12 @@ fn prefix_tokens(block: &[Token], k: u64) -> Result<usize> {
 
 fn read_header<T: Read>(m: &mut ByteReader<T>) -> Result<DynHeader> {
     let hlit = m.u8()? as u16 + 257;
-    let hdist = m.u8()? + 1;
-    let hclen = m.u8()? + 4;
+    let hdist = m.u8()? as u16 + 1;
+    let hclen = m.u8()? as u16 + 4;
     if hlit > 288 || hdist > 32 || hclen > 19 {
         return Err(RecipeError::recipe("bad dynamic header counts"));
     }
+    let (hdist, hclen) = (hdist as u8, hclen as u8);
     let mut cl_lens = [0u8; 19];
     for &s in CL_ORDER.iter().take(hclen as usize) {
         cl_lens[s] = m.u8()?;

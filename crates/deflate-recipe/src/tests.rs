@@ -246,7 +246,11 @@ impl Lcg {
 #[test]
 fn random_streams_roundtrip() {
     let mut rng = Lcg(12345);
-    for _ in 0..150 {
+    let iters: u32 = std::env::var("STOWAGE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    for _ in 0..iters {
         let mut blocks: Vec<Craft> = Vec::new();
         let mut produced = 0usize;
         let nblocks = 1 + rng.below(5);
@@ -297,7 +301,11 @@ fn corrupted_streams_never_panic() {
     let gz = e.finish().unwrap();
     let mut rng = Lcg(99);
     let mut accepted = 0;
-    for _ in 0..300 {
+    let iters: u32 = std::env::var("STOWAGE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for _ in 0..iters {
         let mut bad = gz.clone();
         for _ in 0..1 + rng.below(3) {
             let i = 10 + rng.below(bad.len() as u32 - 10) as usize;
@@ -323,7 +331,7 @@ fn corrupted_streams_never_panic() {
             Err(e) => panic!("unexpected error kind: {e}"),
         }
     }
-    eprintln!("{accepted} of 300 corrupted streams were still valid");
+    eprintln!("{accepted} of {iters} corrupted streams were still valid");
 }
 
 fn oversubscribed() -> Vec<u8> {
@@ -401,7 +409,10 @@ fn corrupted_recipes_never_panic() {
     let mut toks = lits(b"abcabc");
     toks.push(Token::matched(30, 3));
     let blocks = vec![
-        (head(false, BlockKind::Stored { len: 3, pad: 0 }), lits(b"xyz")),
+        (
+            head(false, BlockKind::Stored { len: 3, pad: 0 }),
+            lits(b"xyz"),
+        ),
         (head(false, BlockKind::Fixed), toks.clone()),
         (head(true, dyn_for(&toks)), toks),
     ];
@@ -413,7 +424,10 @@ fn corrupted_recipes_never_panic() {
         let mut plain = Vec::new();
         let r = analyze_gzip(&gz[..], &mut plain).unwrap();
         let good = r.to_bytes();
-        let iters: u32 = std::env::var("STOWAGE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+        let iters: u32 = std::env::var("STOWAGE_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(400);
         for _ in 0..iters {
             let mut bad = good.clone();
             for _ in 0..1 + rng.below(4) {
@@ -431,7 +445,10 @@ fn corrupted_recipes_never_panic() {
             let which = rng.below(2);
             let packed = if which == 0 { &r.meta } else { &r.toks };
             let mut raw = Vec::new();
-            crate::recipe::unpack(packed).unwrap().read_to_end(&mut raw).unwrap();
+            crate::recipe::unpack(packed)
+                .unwrap()
+                .read_to_end(&mut raw)
+                .unwrap();
             if raw.is_empty() {
                 continue;
             }
@@ -452,4 +469,22 @@ fn corrupted_recipes_never_panic() {
             let _ = rebuild_gzip(&plain[..], &r2, std::io::sink());
         }
     }
+}
+
+/// Found by fuzzing: header counts near 255 in a recipe overflowed a u8.
+#[test]
+fn recipe_header_counts_do_not_overflow() {
+    let mut meta = vec![crate::recipe::TAG_MEMBER, 10];
+    meta.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+    // Dynamic block, explicit header, 1 token, HLIT-257 = 0, HDIST-1 = 255.
+    meta.extend_from_slice(&[2 << 1 | 8, 1, 0, 255, 255]);
+    let r = Recipe {
+        version: crate::FORMAT_VERSION,
+        model: crate::ModelSpec::Literals,
+        members: vec![1],
+        meta: crate::recipe::pack(&meta).unwrap(),
+        toks: crate::recipe::pack(&[]).unwrap(),
+    };
+    let err = rebuild_gzip(&b"a"[..], &r, std::io::sink()).unwrap_err();
+    assert!(err.to_string().contains("header counts"), "{err}");
 }
