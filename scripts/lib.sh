@@ -112,7 +112,7 @@ mount_scratch() {
 unmount_scratch() {
     if [[ -n ${SCRATCH:-} ]] && mountpoint -q "$SCRATCH"; then
         # Overlay mounts made by tests live below; release them first.
-        grep -o " $SCRATCH/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+        { grep -o " $SCRATCH/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
         umount "$SCRATCH" 2>/dev/null || umount -l "$SCRATCH" || true
         rm -f "$STATE/scratch.img"
     fi
