@@ -111,6 +111,12 @@ fn http_detail(e: &reqwest::Error) -> String {
             "{chain} (TLS certificate verification failed: add the registry's CA with `ca = \"…\"` \
              in its hosts.toml under the registry config_path, or set `skip_verify = true`)"
         )
+    } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+        // What a TLS client sees when the server answers in plain HTTP.
+        format!(
+            "{chain} (the registry answered in plain HTTP: use --plain-http, or `server = \"http://…\"` \
+             in its hosts.toml)"
+        )
     } else {
         chain
     }
