@@ -227,10 +227,6 @@ pub struct IngestWriter {
 }
 
 impl IngestWriter {
-    pub fn written(&self) -> u64 {
-        self.hasher.len()
-    }
-
     /// The hash of what was written so far.
     pub fn hasher(&self) -> &Hasher {
         &self.hasher

@@ -83,17 +83,6 @@ impl Meta {
         ))
     }
 
-    pub fn images_by_digest(&self, d: &Digest) -> Result<Vec<ImageRecord>, MetaError> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT {IMAGE_COLS} FROM images WHERE digest = ?1 ORDER BY name"
-        ))?;
-        let rows = st
-            .query_map([d.to_string()], image_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
     /// Remove an image name. Content stays until `gc`.
     pub fn remove_image(&self, name: &str) -> Result<bool, MetaError> {
         self.write(|tx| Ok(tx.execute("DELETE FROM images WHERE name = ?1", [name])? > 0))
@@ -169,15 +158,6 @@ impl Meta {
             params![layer.to_string(), form],
             |r| r.get(0),
         ))
-    }
-
-    pub fn has_blob_row(&self, d: &Digest) -> Result<bool, MetaError> {
-        Ok(optional(self.conn().query_row(
-            "SELECT 1 FROM blobs WHERE digest = ?1",
-            [d.to_string()],
-            |_| Ok(()),
-        ))?
-        .is_some())
     }
 }
 
@@ -268,6 +248,17 @@ pub fn drop_form(
         "DELETE FROM layer_forms WHERE layer = ?1 AND form = ?2",
         params![layer.to_string(), form],
     )?;
+    note_missing_form(tx, layer, form, reason)
+}
+
+/// Record why a layer lacks (or did not get) `form`, for `check` and errors,
+/// without touching the forms it has.
+pub fn note_missing_form(
+    tx: &Transaction,
+    layer: &Digest,
+    form: &str,
+    reason: &str,
+) -> Result<(), MetaError> {
     tx.execute(
         "INSERT INTO dropped_forms (layer, form, reason, at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT DO UPDATE SET reason = ?3, at = ?4",

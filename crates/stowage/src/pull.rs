@@ -92,8 +92,6 @@ pub enum PullError {
         expected: Digest,
         actual: Digest,
     },
-    #[error("pull {image}: policy {policy} is not available yet")]
-    Policy { image: String, policy: &'static str },
     #[error("pull {image}: cancelled")]
     Cancelled { image: String },
     #[error("pull {image}: store: {detail}")]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::io::{self, Write};
 use stowage_layer::Recipe;
 use stowage_oci::{Compression, Digest, Hasher};
-use stowage_store::images::{drop_form, put_blob, put_form, remove_blob};
+use stowage_store::images::{drop_form, note_missing_form, put_blob, put_form, remove_blob};
 use stowage_store::Store;
 
 #[derive(Debug, Serialize, Clone)]
@@ -166,14 +166,10 @@ pub fn make_recipes(store: &Store, layers: &[LayerInfo], max_ratio: f64) -> Vec<
                 },
             },
             Err(why) => {
-                let _ = store.meta.write(|tx| {
-                    tx.execute(
-                        "INSERT INTO dropped_forms (layer, form, reason, at) VALUES (?1, 'recipe', ?2, strftime('%s','now'))
-                         ON CONFLICT DO UPDATE SET reason = ?2",
-                        rusqlite_params(&l.digest, &why),
-                    )?;
-                    Ok(())
-                });
+                // The blob stays; say why, for `check` and `inspect`.
+                let _ = store
+                    .meta
+                    .write(|tx| note_missing_form(tx, &l.digest, "recipe", &why));
                 RecipeOutcome {
                     layer: l.digest.clone(),
                     dropped: false,
@@ -186,10 +182,6 @@ pub fn make_recipes(store: &Store, layers: &[LayerInfo], max_ratio: f64) -> Vec<
         out.push(outcome);
     }
     out
-}
-
-fn rusqlite_params<'a>(d: &'a Digest, why: &'a str) -> [String; 2] {
-    [d.to_string(), why.to_string()]
 }
 
 /// Record the recipe, drop the blob: rows first, then the file.

@@ -87,7 +87,6 @@ fn pull_kind(e: &PullError) -> ErrorKind {
         PullError::Remote { source, .. } => remote_kind(source),
         PullError::Invalid { .. } | PullError::DiffId { .. } => ErrorKind::DataLoss,
         PullError::NoPlatform { .. } => ErrorKind::NotFound,
-        PullError::Policy { .. } => ErrorKind::FailedPrecondition,
         PullError::Cancelled { .. } => ErrorKind::Cancelled,
         PullError::Store { .. } => ErrorKind::Internal,
         _ => ErrorKind::Unknown,

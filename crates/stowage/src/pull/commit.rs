@@ -181,7 +181,12 @@ pub(crate) fn bring_in(
                 continue;
             };
             if let Some(tmp) = f.snapshot.take() {
-                if !f.deferred_links.is_empty() {
+                let links = f
+                    .report
+                    .as_ref()
+                    .map(|r| r.deferred_links.as_slice())
+                    .unwrap_or_default();
+                if !links.is_empty() {
                     let lowers: Vec<std::path::PathBuf> = t.layers[..i]
                         .iter()
                         .rev()
@@ -192,7 +197,7 @@ pub(crate) fn bring_in(
                     stowage_layer::resolve_deferred_links(
                         &tmp.fs(),
                         &lower_refs,
-                        &f.deferred_links,
+                        links,
                         &apply_opts,
                     )
                     .map_err(|e| PullError::Layer {

@@ -7,8 +7,7 @@ use crate::progress::Progress;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use stowage_layer::{
-    apply_layer, decompress, ApplyOptions, ApplyReport, DeferredLink, HashingReader, Recipe,
-    TarSplitRecorder,
+    apply_layer, decompress, ApplyOptions, ApplyReport, HashingReader, Recipe, TarSplitRecorder,
 };
 use stowage_oci::{Compression, Digest, Hasher};
 use stowage_store::snapshots::TempSnapshot;
@@ -42,7 +41,6 @@ pub(crate) struct FetchedLayer {
     pub job: LayerJob,
     pub snapshot: Option<TempSnapshot>,
     pub report: Option<ApplyReport>,
-    pub deferred_links: Vec<DeferredLink>,
     pub blob: Option<VerifiedBlob>,
     pub recipe: Option<Recipe>,
     pub bytes_fetched: u64,
@@ -279,10 +277,6 @@ pub(crate) fn fetch_layer(
         None => None,
     };
     progress.finish(&id, "done");
-    let deferred_links = report
-        .as_ref()
-        .map(|r: &ApplyReport| r.deferred_links.clone())
-        .unwrap_or_default();
     let recipe = tar_split.map(|(split, tar_size)| Recipe {
         layer: job.digest.clone(),
         diff_id: job.diff_id.clone(),
@@ -295,7 +289,6 @@ pub(crate) fn fetch_layer(
         job,
         snapshot,
         report,
-        deferred_links,
         blob,
         recipe,
         bytes_fetched: len,
