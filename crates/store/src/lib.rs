@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! meta.db                SQLite (WAL): images, blobs, layers, snapshots, forms, labels, leases
+//! meta.db.lock           held while one opener sets the journal mode and migrates
 //! blobs/sha256/<hex>     content store, written under ingest/ and renamed once verified
 //! ingest/                partial writes
 //! snapshots/<id>/fs      one unpacked layer (id = hex of its chain ID)

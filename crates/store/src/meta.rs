@@ -22,6 +22,11 @@ pub enum MetaError {
         found: i64,
         supported: i64,
     },
+    #[error("metadata database lock {path:?}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
 }
@@ -119,8 +124,17 @@ impl Meta {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        // Switching to WAL and migrating take the database exclusively, and
+        // SQLite answers a second process doing the same with SQLITE_BUSY at
+        // once instead of waiting (two pulls started together on a fresh
+        // root). A file lock beside the database makes set-up one at a time.
+        let _setup = setup_lock(path)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "metadata database is not in WAL mode");
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -159,6 +173,26 @@ impl Meta {
             .conn()
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
+}
+
+/// Held while a connection sets the journal mode and migrates; released
+/// when dropped. The lock file stays (it is empty and shared by all opens).
+fn setup_lock(db: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, MetaError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let io_err = |e: std::io::Error| MetaError::Lock {
+        path: lock_path.clone(),
+        source: e,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io_err(errno.into()))
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {
@@ -203,5 +237,38 @@ mod tests {
             .pragma_update(None, "user_version", 999)
             .unwrap();
         assert!(matches!(Meta::open(&p), Err(MetaError::TooNew { .. })));
+    }
+}
+
+#[cfg(test)]
+mod open_race {
+    use super::*;
+
+    /// Two `stowage pull`s started at once on a fresh root both create the
+    /// database; neither may fail with "database is locked".
+    #[test]
+    fn many_openers_of_a_fresh_database_all_succeed() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("meta.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let p = p.clone();
+                    let b = barrier.clone();
+                    std::thread::spawn(move || {
+                        b.wait();
+                        Meta::open(&p).map(|m| m.schema_version().unwrap())
+                    })
+                })
+                .collect();
+            for t in threads {
+                let v = t.join().unwrap();
+                assert_eq!(
+                    v.unwrap_or_else(|e| panic!("round {round}: {e}")),
+                    MIGRATIONS.len() as i64
+                );
+            }
+        }
     }
 }
