@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of stowage and containerd (driven with `ctr`).
+"""Side-by-side benchmark of stowage and containerd (driven with `ctr` and
+through its CRI plugin with tests/cri/client.py).
 
 Run through scripts/bench, which installs what is needed, builds stowage and
 finds or starts the registry. This file only measures and reports:
@@ -13,6 +14,9 @@ finds or starts the registry. This file only measures and reports:
   snapshotter) and we report the wall time of the `ctr` command and the
   daemon's peak RSS (VmHWM in /proc/PID/status, read after the operation),
   with the ctr client's own peak RSS beside it;
+* CRI pulls (containerd's CRI plugin, and `stowage serve --cri-socket`) are
+  driven with tests/cri/client.py: the time is the PullImage call's own wall
+  time as the client measures it, the memory the server's VmHWM;
 * one warm-up pass, then N measured passes; medians are reported, with the
   range. Page caches are not dropped (they are warm: the registry's data is
   on the same disk and was read by the warm-up pass).
@@ -162,7 +166,10 @@ class Image:
 class Containerd:
     """A private containerd: own config, root, state and socket under dir."""
 
-    def __init__(self, dir, namespace="bench"):
+    def __init__(self, dir, namespace="bench", cri=None):
+        """cri: None (as `ctr` uses it), or {"discard": bool, "hosts": DIR}
+        for pulls through the CRI plugin: discard_unpacked_layers and the
+        registry hosts.toml directory (config_path)."""
         self.dir = Path(dir)
         self.root = self.dir / "root"
         self.sock = self.dir / "containerd.sock"
@@ -180,6 +187,10 @@ class Containerd:
             "  disable_tcp_service = true\n"
             '  [plugins."io.containerd.grpc.v1.cri".containerd]\n'
             '    snapshotter = "overlayfs"\n'
+            + ("" if cri is None else
+               f'    discard_unpacked_layers = {"true" if cri["discard"] else "false"}\n'
+               '  [plugins."io.containerd.grpc.v1.cri".registry]\n'
+               f'    config_path = "{cri["hosts"]}"\n')
         )
 
     def start(self):
@@ -213,6 +224,15 @@ class Containerd:
     def timed(self, *args):
         return timed(self.argv(*args))
 
+    def blob_files(self, digests):
+        """Which of these blobs still have a file in the content store."""
+        d = self.root / "io.containerd.content.v1.content" / "blobs" / "sha256"
+        return [x for x in digests if (d / x.split(":", 1)[1]).exists()]
+
+    def content(self):
+        """Digests `ctr content ls` lists in this namespace."""
+        return set(self.ctr("content", "ls", "-q").stdout.split())
+
     def blob_bytes(self, digests):
         """Bytes the content store holds for these blobs (as du -b counts)."""
         d = self.root / "io.containerd.content.v1.content" / "blobs" / "sha256"
@@ -227,6 +247,36 @@ class Containerd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class StowageServe:
+    """`stowage --root ROOT serve --cri-socket SOCK --config CFG`, the CRI
+    ImageService, with the policy set in its own stowage.toml."""
+
+    def __init__(self, st, dir, root, policy):
+        self.st, self.dir, self.root = st, Path(dir), Path(root)
+        self.sock = self.dir / "cri.sock"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "stowage.toml"
+        self.config.write_text(f'[store]\npolicy = "{policy}"\n')
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.st, "--root", self.root, "serve", "--cri-socket", self.sock, "--config", self.config],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "serve.log", "ab"),
+        )
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                raise Failed("stowage serve exited:\n" + (self.dir / "serve.log").read_text()[-3000:])
+            if self.sock.exists():
+                return self
+            time.sleep(0.05)
+        raise Failed("stowage serve made no socket:\n" + (self.dir / "serve.log").read_text()[-3000:])
+
+    hwm = Containerd.hwm
+    stop = Containerd.stop
 
 
 # ---------------------------------------------------------------- the run
@@ -246,6 +296,24 @@ class Bench:
         self.notes = {}
         self.busy = []  # (when, [processes])
         self.daemons = []
+        # containerd's CRI plugin reads registry hosts from config_path: the
+        # corpus registry in plain HTTP (as `ctr --plain-http` and stowage's
+        # loopback rule do).
+        self.hosts = self.state / "cri-hosts"
+        h = self.hosts / a.registry
+        h.mkdir(parents=True, exist_ok=True)
+        (h / "hosts.toml").write_text(
+            f'server = "http://{a.registry}"\n[host."http://{a.registry}"]\n  capabilities = ["pull", "resolve"]\n')
+        # `stowage settle`: the recipe policy's deflate analysis as its own
+        # step, once it exists. With it, pulls are told not to settle on
+        # their own (`--settle later`, when pull has that option) and the
+        # settle is timed as its own row.
+        self.settle = run([self.st, "settle", "--help"], check=False).returncode == 0
+        pull_help = run([self.st, "pull", "--help"], check=False).stdout
+        self.pull_settle = ["--settle", "later"] if self.settle and "--settle" in pull_help else []
+        self.cri_ok = a.cri
+        log(f"stowage settle: {'yes' if self.settle else 'no (recipe pulls settle inside the pull)'}"
+            + (", pulls run with --settle later" if self.pull_settle else ""))
 
     def fresh(self):
         for d in self.daemons:
@@ -254,10 +322,53 @@ class Bench:
         run([HERE / "scratch.sh", "mount", self.scratch, self.img, self.a.scratch_size])
         return self.scratch
 
-    def containerd(self, dir):
-        c = Containerd(dir)
+    def containerd(self, dir, namespace="bench", cri=None):
+        c = Containerd(dir, namespace, cri)
         self.daemons.append(c)
         return c.start()
+
+    def cri(self, sock, *args, timeout=1800):
+        """tests/cri/client.py against sock; its JSON answer."""
+        p = run(["/usr/bin/python3", self.a.cri_client, "--socket", sock, "--stubs", self.a.cri_stubs,
+                 "--timeout", timeout, *args], check=False)
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise Failed(f"client.py {' '.join(map(str, args))} exited {p.returncode}, no JSON:\n{p.stdout}\n{p.stderr}")
+
+    def cri_pull(self, sock, ref):
+        """PullImage through sock once the endpoint answers: (seconds of the
+        call as the client measured it)."""
+        out = self.cri(sock, "wait", timeout=60)
+        if not out["ok"]:
+            raise Failed(f"CRI endpoint {sock} does not answer: {out}")
+        run(["sync"])
+        out = self.cri(sock, "pull", ref)
+        if not out["ok"]:
+            raise Failed(f"CRI PullImage {ref} on {sock}: {out.get('code')}: {out.get('details')}")
+        return out["seconds"]
+
+    def snapshots_bytes(self, root):
+        """du -sb of the store's snapshots alone (stowage's own `du` figure
+        if the layout has no snapshots directory)."""
+        d = Path(root) / "snapshots"
+        if d.is_dir():
+            return du(d)
+        j = json.loads(run(self.stowage(root, "du", "--format", "json")).stdout)
+        return j["total"]["snapshots"]
+
+    def stowage_blobs(self, root):
+        """Bytes of blobs stowage's `du` says the store keeps."""
+        p = run(self.stowage(root, "du", "--format", "json"), check=False)
+        try:
+            return json.loads(p.stdout)["total"]["blobs"]
+        except (ValueError, KeyError):
+            return None
+
+    def cri_failed(self, what, e):
+        log(f"CRI rows off from here on: {what}: {e}")
+        self.notes.setdefault("cri_error", f"{what}: {e}")
+        self.cri_ok = False
 
     def stowage(self, root, *args):
         return [self.st, "--root", root, *args]
@@ -271,18 +382,84 @@ class Bench:
         for k, v in vals.items():
             self.r[(op, image, k)].append(v)
 
+    def cri_containerd_pull(self, s, im, mode, rec):
+        """A PullImage through a fresh containerd's CRI plugin with
+        discard_unpacked_layers = (mode == "discard"); then wait for its
+        garbage collection to settle and see which layer blobs are left."""
+        discard = mode == "discard"
+        c = self.containerd(s / f"ctrd-cri-{mode}", "k8s.io", {"discard": discard, "hosts": self.hosts})
+        w = self.cri_pull(c.sock, im.ref)
+        hwm = c.hwm()
+        layers = [l["digest"] for l in im.layers]
+        t0 = time.monotonic()
+        while True:
+            have = c.content()
+            listed = [d for d in layers if d in have]
+            files = c.blob_files(layers)
+            if not discard or (not listed and not files) or time.monotonic() - t0 > self.a.gc_wait:
+                break
+            time.sleep(0.2)
+        gc = time.monotonic() - t0
+        rec(f"cri/ctrd-{mode}", im.name, wall=w, rss=hwm, idle=c.idle_hwm, du=du(c.root),
+            layers_listed=len(listed), layer_files=len(files), gc_wait=gc if discard else 0.0)
+        if discard and (listed or files):
+            self.notes.setdefault("cri_discard_left",
+                                  f"{im.name}: {len(listed)} layer blobs still listed by `ctr -n k8s.io content ls`, "
+                                  f"{len(files)} still on disk, {gc:.0f} s after the pull")
+        c.stop()
+
+    def cri_stowage_pull(self, s, im, pol, rec):
+        """A PullImage through `stowage serve --cri-socket` with policy pol."""
+        root = s / f"st-cri-{pol}"
+        srv = StowageServe(self.st, s / f"st-cri-{pol}.d", root, pol).start()
+        self.daemons.append(srv)
+        idle = srv.hwm()
+        w = self.cri_pull(srv.sock, im.ref)
+        hwm = srv.hwm()
+        srv.stop()
+        if pol == "recipe" and self.settle:
+            # whatever the server left to settle (or a background settle it
+            # started: `stowage settle` waits for it), untimed
+            run(self.stowage(root, "settle"))
+        rec(f"cri/st-{pol}", im.name, wall=w, rss=hwm, idle=idle, du=du(root))
+
     # one pass of the pull section for one image
     def pull_pass(self, im, rep, record):
         s = self.fresh()
         self.check_busy(f"pull {im.name} rep {rep}")
         rec = (lambda *a, **k: self.add(*a, **k)) if record else (lambda *a, **k: None)
-        order = ["stowage", "containerd"] if rep % 2 == 0 else ["containerd", "stowage"]
+        order = ["stowage", "containerd", "cri-containerd", "cri-stowage"]
+        if rep % 2:
+            order.reverse()
         for tool in order:
             if tool == "stowage":
                 for pol in self.a.policies:
                     root = s / f"st-{pol}"
-                    w, m = timed(self.stowage(root, "pull", "--plain-http", "-q", "--policy", pol, im.ref))
-                    rec(f"pull/{pol}", im.name, wall=w, rss=m, du=du(root))
+                    extra = self.pull_settle if pol == "recipe" else []
+                    w, m = timed(self.stowage(root, "pull", "--plain-http", "-q", "--policy", pol, *extra, im.ref))
+                    vals = {}
+                    if pol == "recipe" and self.settle:
+                        vals["du_pulled"] = du(root)
+                        sw, sm = timed(self.stowage(root, "settle"))
+                        rec("settle/recipe", im.name, wall=sw, rss=sm, total=w + sw)
+                    rec(f"pull/{pol}", im.name, wall=w, rss=m, du=du(root), snap=self.snapshots_bytes(root),
+                        blobs=self.stowage_blobs(root), **vals)
+            elif tool == "cri-containerd":
+                if self.cri_ok:
+                    for mode in ("keep", "discard"):
+                        try:
+                            self.cri_containerd_pull(s, im, mode, rec)
+                        except Failed as e:
+                            self.cri_failed(f"containerd CRI pull ({mode}) of {im.name}", e)
+                            break
+            elif tool == "cri-stowage":
+                if self.cri_ok:
+                    for pol in self.a.cri_policies:
+                        try:
+                            self.cri_stowage_pull(s, im, pol, rec)
+                        except Failed as e:
+                            self.cri_failed(f"stowage serve CRI pull ({pol}) of {im.name}", e)
+                            break
             else:
                 c = self.containerd(s / "ctrd")
                 w, m = c.timed("images", "pull", "--plain-http", im.ref)
@@ -429,7 +606,7 @@ def report(b, pulls, archives, command):
     a, r = b.a, b.r
     out = []
     w = out.append
-    w("| operation | image | stowage s | containerd (`ctr`) s | time ratio | stowage peak MiB | containerd daemon peak MiB (ctr client) | memory ratio |")
+    w("| operation | image | stowage s | containerd s | time ratio | stowage peak MiB | containerd daemon peak MiB (`ctr` client) | memory ratio |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for im in pulls:
         c = ("pull/ctr", im.name)
@@ -438,6 +615,23 @@ def report(b, pulls, archives, command):
             w(f"| pull + unpack, `--policy {pol}` | {im.name} | {secs(r[s + ('wall',)])} | {secs(r[c + ('wall',)])} "
               f"| {ratio(r[s + ('wall',)], r[c + ('wall',)])} | {mib_kib(r[s + ('rss',)])} "
               f"| {mib_kib(r[c + ('rss',)])} ({mib_kib(r[c + ('client',)])}) | {ratio(r[s + ('rss',)], r[c + ('rss',)])} |")
+        g = lambda k: r[("settle/recipe", im.name, k)]
+        if g("wall"):
+            w(f"| settle (`stowage settle` after `pull --policy recipe --settle later`) | {im.name} | {secs(g('wall'))} "
+              f"| – (no such step) | – | {mib_kib(g('rss'))} | – | – |")
+            w(f"| pull + settle, `--policy recipe` (per pass, summed) | {im.name} | {secs(g('total'))} | {secs(r[c + ('wall',)])} "
+              f"| {ratio(g('total'), r[c + ('wall',)])} | – | – | – |")
+        for mode in ("keep", "discard"):
+            c2 = ("cri/ctrd-" + mode, im.name)
+            if not r[c2 + ("wall",)]:
+                continue
+            if r[(f"cri/st-{mode}", im.name, "wall")]:
+                s2, label = (f"cri/st-{mode}", im.name), f'`stowage serve` with `policy = "{mode}"`'
+            else:
+                s2, label = (f"pull/{mode}", im.name), f"`stowage pull --policy {mode}` (CLI)"
+            w(f"| pull (CRI `PullImage`): containerd `discard_unpacked_layers = {str(mode == 'discard').lower()}` / {label} "
+              f"| {im.name} | {secs(r[s2 + ('wall',)])} | {secs(r[c2 + ('wall',)])} | {ratio(r[s2 + ('wall',)], r[c2 + ('wall',)])} "
+              f"| {mib_kib(r[s2 + ('rss',)])} | {mib_kib(r[c2 + ('rss',)])} | {ratio(r[s2 + ('rss',)], r[c2 + ('rss',)])} |")
     for im in archives:
         for op, label in (("export", "export (`stowage export -o` / `ctr images export`)"),
                           ("import", "import (`stowage import` / `ctr images import`, same archive)")):
@@ -469,6 +663,55 @@ def report(b, pulls, archives, command):
               f"{mb(med(g('ctr_du')))} | – | {ratio(g('st_du'), g('ctr_du'))} |{' – |' * (len(pols) - 1)}")
     table2 = "\n".join(out)
 
+    # Bytes at rest through CRI, and recipe against the snapshots alone.
+    def dmed(key):
+        return med(r[key]) if r[key] else None
+
+    def cell(v):
+        return mb(v) if v is not None else "–"
+
+    def rat(x, y, nd=2):
+        return f"**{x / y:.{nd}f}×**" if x and y else "–"
+
+    cols = []  # (header, fn(image) -> cell)
+    if any(r[("cri/ctrd-keep", im.name, "du")] for im in pulls):
+        cols.append(("containerd CRI, `discard_unpacked_layers = false`", lambda im: cell(dmed(("cri/ctrd-keep", im.name, "du")))))
+    if any(r[("cri/ctrd-discard", im.name, "du")] for im in pulls):
+        cols.append(("containerd CRI, `discard_unpacked_layers = true`", lambda im: cell(dmed(("cri/ctrd-discard", im.name, "du")))))
+
+        def left(im):
+            ls, fs = r[("cri/ctrd-discard", im.name, "layers_listed")], r[("cri/ctrd-discard", im.name, "layer_files")]
+            gc = r[("cri/ctrd-discard", im.name, "gc_wait")]
+            return (f"{max(ls)} listed, {max(fs)} files (of {len(im.layers)}); gone {max(gc):.1f} s after the pull"
+                    if ls else "–")
+        cols.append(("its layer blobs left (`ctr -n k8s.io content ls`; files on disk)", left))
+    for pol in a.cri_policies:
+        if any(r[(f"cri/st-{pol}", im.name, "du")] for im in pulls):
+            cols.append((f"`stowage serve`, `policy = \"{pol}\"`", lambda im, pol=pol: cell(dmed((f"cri/st-{pol}", im.name, "du")))))
+    if "discard" in pols and any(r[("cri/ctrd-discard", im.name, "du")] for im in pulls):
+        cols.append(("stowage `discard` / containerd CRI `= true`", lambda im: rat(
+            dmed(("pull/discard", im.name, "du")), dmed(("cri/ctrd-discard", im.name, "du")))))
+    if "recipe" in pols:
+        cols.append(("stowage `recipe`" + (" after `settle`" if b.settle else ""), lambda im: cell(dmed(("pull/recipe", im.name, "du")))))
+        cols.append(("its snapshots alone (`du -sb ROOT/snapshots`)", lambda im: cell(dmed(("pull/recipe", im.name, "snap")))))
+
+        def target(im):
+            x, y = dmed(("pull/recipe", im.name, "du")), dmed(("pull/recipe", im.name, "snap"))
+            if not x or not y:
+                return "–"
+            return f"**{x / y:.3f}×** ({'meets' if x / y <= 1.03 else 'misses'} ≤ 1.03×)"
+        cols.append(("`recipe` / its snapshots (target ≤ 1.03×)", target))
+        cols.append(("blobs `stowage du` still counts", lambda im: cell(dmed(("pull/recipe", im.name, "blobs")))))
+        if any(r[("cri/ctrd-discard", im.name, "du")] for im in pulls):
+            cols.append(("`recipe` / containerd CRI `= true`", lambda im: rat(
+                dmed(("pull/recipe", im.name, "du")), dmed(("cri/ctrd-discard", im.name, "du")))))
+    table2b = ""
+    if cols:
+        out = ["| image | " + " | ".join(h for h, _ in cols) + " |", "|" + " --- |" * (1 + len(cols))]
+        for im in pulls:
+            out.append(f"| {im.name} | " + " | ".join(f(im) for _, f in cols) + " |")
+        table2b = "\n".join(out)
+
     table3 = ""
     if a.hardware:
         out = []
@@ -493,6 +736,13 @@ def report(b, pulls, archives, command):
         table3 = "\n".join(out)
 
     summary = "## Results\n\n" + table1 + "\n\n### Bytes at rest (`du -sb` of the store root)\n\n" + table2
+    if table2b:
+        summary += ("\n\n### Bytes at rest after a CRI pull, and `recipe` against the snapshots alone (`du -sb`)\n\n"
+                    + table2b)
+    if b.notes.get("cri_error"):
+        summary += f"\n\n**CRI rows incomplete**: {b.notes['cri_error']}"
+    if b.notes.get("cri_discard_left"):
+        summary += f"\n\n**containerd kept layer blobs despite `discard_unpacked_layers = true`**: {b.notes['cri_discard_left']}"
     if table3:
         summary += "\n\n### The machine's share (each unavoidable stage of a pull alone, over all the image's layers)\n\n" + table3
     print(summary)
@@ -524,7 +774,7 @@ Generated by `scripts/bench`; re-run it to refresh this file (it overwrites it).
 
 - Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; run took {b.elapsed / 60:.1f} min.
 - Machine: {os.cpu_count()} CPUs ({cpu}), {int(meminfo) / 1024 / 1024:.1f} GiB RAM, Linux {platform.release()}.
-- stowage: `{st_v}` (release build, commit {git or '?'}{', with uncommitted changes' if dirty else ''}); containerd: `{ctrd_v}` with `ctr`, overlayfs snapshotter.
+- stowage: `{st_v}` (release build, commit {git or '?'}{', with uncommitted changes' if dirty else ''}); containerd: `{ctrd_v}` with `ctr` and through its CRI plugin, overlayfs snapshotter.
 - Repetitions: {a.warmup} warm-up pass (not counted), then {a.reps} measured; each cell is the median (range in brackets).
 - Caches are **warm**: page caches are never dropped; the registry's data is on the same disk and was read by the warm-up pass.
 - {noise}
@@ -538,7 +788,8 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
 - **Fresh stores, same filesystem.** Before every pass of every image, both stores' filesystem (a
   loop-mounted ext4 image under `{a.state}`, mounted with `noinit_itable` so no background inode
   table zeroing runs during the measurement) is re-formatted; stowage's root and containerd's root
-  and state sit side by side on it. The order of the two tools alternates between passes. A `sync`
+  and state sit side by side on it. The order of the tools (stowage CLI pulls, `ctr`, containerd
+  through CRI, `stowage serve` through CRI) is reversed every other pass. A `sync`
   runs before every timed command, so no step pays for the previous one's writeback. Each tool's
   own fsync calls are on its clock (both fsync the blobs they store); whatever a command leaves dirty
   in the page cache (most of the unpacked files, for both) is not.
@@ -552,6 +803,20 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
 - **pull + unpack**: `stowage pull --plain-http -q --policy P REF` vs `ctr images pull --plain-http REF`
   (which fetches the host platform and unpacks to overlayfs snapshots). Both talk to the same local
   `docker-registry` over loopback.
+- **pull (CRI `PullImage`)**: the same image pulled through containerd's CRI plugin, the way kubelet
+  pulls: a fresh private containerd (CRI plugin enabled, `snapshotter = "overlayfs"`, the registry
+  in plain HTTP through a `hosts.toml` under `registry.config_path`), once with
+  `discard_unpacked_layers = false` and once with `= true`, driven by `tests/cri/client.py` (Python
+  grpcio, stubs from the CRI proto). The time is the `PullImage` call's own wall time as the client
+  measures it (not the Python start-up), the memory the daemon's `VmHWM` as for `ctr`; images land in
+  namespace `k8s.io`. The stowage cell beside it is `stowage serve --cri-socket S` with
+  `[store] policy = "keep"` / `"discard"` in its config, driven by the same client the same way
+  (its `VmHWM`), or, when the bench ran with `--cri-policies none`, the CLI pull of that policy.
+- **settle** (when `stowage settle` exists): the `recipe` policy's deflate analysis and proof
+  rebuild as its own step. The `recipe` pull runs with `--settle later` (when `pull` has that
+  option), then `stowage --root R settle` is timed as its own row; "pull + settle" is the two added up
+  per pass. The `recipe` bytes at rest are measured after the settle. Without `stowage settle` the
+  analysis is part of the `recipe` pull row.
 - **export**: `stowage export -o FILE REF` vs `ctr images export FILE REF` from a store that holds the
   pulled image (a freshly restarted containerd, so its peak is the export's).
   **import**: both import the archive `ctr images export` wrote, into an empty store, unpacking
@@ -573,6 +838,14 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
   what containerd with `discard_unpacked_layers = true` would keep (a CRI-plugin setting that `ctr` pulls do not
   honour; `ctr content rm` only drops the metadata, the files stay until a later garbage collection). Compare stowage `keep` with containerd as `ctr` leaves it, and stowage `discard`
   with the blob-less containerd.
+  **After a CRI pull** the figure is measured, not estimated: `du -sb` of the CRI-driven containerd's
+  `root` once its garbage collection has removed the layer blobs (the bench polls
+  `ctr -n k8s.io content ls` and the content store's blob files for the image's layer digests, up to
+  {a.gc_wait:.0f} s, and reports how many were left and when they went), and of `stowage serve`'s root
+  after the server stopped. **`recipe` / its snapshots** is the `recipe` store's whole root over
+  `du -sb ROOT/snapshots` of the same store: what keeping the recipes (and metadata) costs on top of
+  the unpacked layers alone; the target is ≤ 1.03×. "blobs `stowage du` still counts" is `stowage du`'s
+  blob total for that store (manifest and config, plus any layer blob the recipe could not replace).
 - **the machine's share**: every layer of the image, fetched once from the registry and kept on the
   work disk (warm in the page cache), each stage alone over all layers in order: `pigz -dc`/`gzip -dc`
   (or `zstd -dc`) to /dev/null, `sha256sum` of the compressed blobs and of the tars (a pull verifies
@@ -581,9 +854,7 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
   tar -x): what a pull that overlaps all stages could reach on this machine (2 cores: the stages
   compete for them, so it is an upper bound, not a promise). "stowage pull" is the same size over the
   median `keep` pull time.
-- Not measured yet: pulls through containerd's CRI plugin (needs the CRI test client) and the `recipe`
-  policy (pass `--policies keep,discard,recipe` once it lands). Raw numbers of the last run:
-  `{b.state}/last-run.json`.
+- Raw numbers of the last run (every pass, every measured value): `{b.state}/last-run.json`.
 """
     if a.write:
         Path(a.write).write_text(md)
@@ -599,8 +870,13 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--images", default="debian-min,many-small,big-blobs")
     p.add_argument("--archive-images", default="debian-min")
-    p.add_argument("--policies", default="keep,discard")
+    p.add_argument("--policies", default="keep,discard,recipe")
     p.add_argument("--no-hardware", dest="hardware", action="store_false")
+    p.add_argument("--no-cri", dest="cri", action="store_false")
+    p.add_argument("--cri-policies", default="keep,discard")
+    p.add_argument("--cri-client", default=str(HERE.parent / "tests" / "cri" / "client.py"))
+    p.add_argument("--cri-stubs", default="")
+    p.add_argument("--gc-wait", type=float, default=30.0)
     p.add_argument("--scratch-size", default="24G")
     p.add_argument("--write", default="")
     p.add_argument("--command", default="scripts/bench")
@@ -608,6 +884,9 @@ def main():
     a.images = [x for x in a.images.split(",") if x]
     a.archive_images = [x for x in a.archive_images.split(",") if x]
     a.policies = [x for x in a.policies.split(",") if x]
+    a.cri_policies = [x for x in a.cri_policies.split(",") if x and x != "none"]
+    if a.cri and not a.cri_stubs:
+        p.error("--cri-stubs DIR (from tests/cri/gen_stubs.sh) is needed unless --no-cri")
     b = Bench(a)
     pulls, archives = b.go()
     report(b, pulls, archives, a.command)
