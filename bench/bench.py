@@ -82,7 +82,15 @@ def timed(cmd, stdout=subprocess.DEVNULL):
 
 
 def du(path):
-    return int(run(["du", "-sb", path]).stdout.split()[0])
+    """du -sb; retried while files vanish under it (a store still tidying up)."""
+    for _ in range(10):
+        p = run(["du", "-sb", path], check=False)
+        if p.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise Failed(f"du -sb {path} exited {p.returncode}:\n{p.stderr}")
+    return int(p.stdout.split()[0])
 
 
 def busy():
@@ -310,10 +318,13 @@ class Bench:
         # settle is timed as its own row.
         self.settle = run([self.st, "settle", "--help"], check=False).returncode == 0
         pull_help = run([self.st, "pull", "--help"], check=False).stdout
-        self.pull_settle = ["--settle", "later"] if self.settle and "--settle" in pull_help else []
+        if "--settle" in pull_help:
+            self.pull_settle = ["--settle", "later" if self.settle else "now"]
+        else:
+            self.pull_settle = []
         self.cri_ok = a.cri
         log(f"stowage settle: {'yes' if self.settle else 'no (recipe pulls settle inside the pull)'}"
-            + (", pulls run with --settle later" if self.pull_settle else ""))
+            + (f"; recipe pulls run with {' '.join(self.pull_settle)}" if self.pull_settle else ""))
 
     def fresh(self):
         for d in self.daemons:
@@ -617,7 +628,7 @@ def report(b, pulls, archives, command):
               f"| {mib_kib(r[c + ('rss',)])} ({mib_kib(r[c + ('client',)])}) | {ratio(r[s + ('rss',)], r[c + ('rss',)])} |")
         g = lambda k: r[("settle/recipe", im.name, k)]
         if g("wall"):
-            w(f"| settle (`stowage settle` after `pull --policy recipe --settle later`) | {im.name} | {secs(g('wall'))} "
+            w(f"| settle (`stowage settle` after `pull --policy recipe{' '.join([''] + b.pull_settle)}`) | {im.name} | {secs(g('wall'))} "
               f"| – (no such step) | – | {mib_kib(g('rss'))} | – | – |")
             w(f"| pull + settle, `--policy recipe` (per pass, summed) | {im.name} | {secs(g('total'))} | {secs(r[c + ('wall',)])} "
               f"| {ratio(g('total'), r[c + ('wall',)])} | – | – | – |")
@@ -740,7 +751,7 @@ def report(b, pulls, archives, command):
         summary += ("\n\n### Bytes at rest after a CRI pull, and `recipe` against the snapshots alone (`du -sb`)\n\n"
                     + table2b)
     if b.notes.get("cri_error"):
-        summary += f"\n\n**CRI rows incomplete**: {b.notes['cri_error']}"
+        summary += f"\n\n**CRI rows incomplete** (none measured after this error):\n\n```\n{b.notes['cri_error'].strip()[-2000:]}\n```"
     if b.notes.get("cri_discard_left"):
         summary += f"\n\n**containerd kept layer blobs despite `discard_unpacked_layers = true`**: {b.notes['cri_discard_left']}"
     if table3:
