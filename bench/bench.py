@@ -823,6 +823,7 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
   namespace `k8s.io`. The stowage cell beside it is `stowage serve --cri-socket S` with
   `[store] policy = "keep"` / `"discard"` in its config, driven by the same client the same way
   (its `VmHWM`), or, when the bench ran with `--cri-policies none`, the CLI pull of that policy.
+  (`--cri-policies` may add `recipe`; that server's root is settled, untimed, before its `du`.)
 - **settle** (when `stowage settle` exists): the `recipe` policy's deflate analysis and proof
   rebuild as its own step. The `recipe` pull runs with `--settle later` (when `pull` has that
   option), then `stowage --root R settle` is timed as its own row; "pull + settle" is the two added up
@@ -852,7 +853,8 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
   **After a CRI pull** the figure is measured, not estimated: `du -sb` of the CRI-driven containerd's
   `root` once its garbage collection has removed the layer blobs (the bench polls
   `ctr -n k8s.io content ls` and the content store's blob files for the image's layer digests, up to
-  {a.gc_wait:.0f} s, and reports how many were left and when they went), and of `stowage serve`'s root
+  {a.gc_wait:.0f} s, and reports how many were left and how long after the pull the first poll found them gone; each poll
+  is a `ctr` call, so that time is an upper bound), and of `stowage serve`'s root
   after the server stopped. **`recipe` / its snapshots** is the `recipe` store's whole root over
   `du -sb ROOT/snapshots` of the same store: what keeping the recipes (and metadata) costs on top of
   the unpacked layers alone; the target is ≤ 1.03×. "blobs `stowage du` still counts" is `stowage du`'s
