@@ -681,6 +681,9 @@ def report(b, pulls, archives, command):
     def cell(v):
         return mb(v) if v is not None else "–"
 
+    def small(v):
+        return "–" if v is None else mb(v) if v >= 1e6 else f"{v / 1e3:.1f} kB"
+
     def rat(x, y, nd=2):
         return f"**{x / y:.{nd}f}×**" if x and y else "–"
 
@@ -712,7 +715,7 @@ def report(b, pulls, archives, command):
                 return "–"
             return f"**{x / y:.3f}×** ({'meets' if x / y <= 1.03 else 'misses'} ≤ 1.03×)"
         cols.append(("`recipe` / its snapshots (target ≤ 1.03×)", target))
-        cols.append(("blobs `stowage du` still counts", lambda im: cell(dmed(("pull/recipe", im.name, "blobs")))))
+        cols.append(("blobs `stowage du` still counts", lambda im: small(dmed(("pull/recipe", im.name, "blobs")))))
         if any(r[("cri/ctrd-discard", im.name, "du")] for im in pulls):
             cols.append(("`recipe` / containerd CRI `= true`", lambda im: rat(
                 dmed(("pull/recipe", im.name, "du")), dmed(("cri/ctrd-discard", im.name, "du")))))
