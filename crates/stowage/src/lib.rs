@@ -10,6 +10,7 @@ pub mod mount;
 pub mod progress;
 pub mod pull;
 pub mod recipe;
+pub mod settle;
 pub mod unpack;
 
 pub use image::{resolve_image, ImageError, ResolvedImage};

@@ -33,6 +33,10 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Under `recipe`, keep the blob when its recipe is larger than this share of it.
     pub recipe_max_ratio: f64,
+    /// Under `recipe`, settle this image's layers (analyse, prove, drop the
+    /// blobs) before returning. When false the image is usable with its
+    /// blobs and [`crate::settle::settle`] does the rest later.
+    pub settle_now: bool,
 }
 
 impl Default for PullOptions {
@@ -44,6 +48,7 @@ impl Default for PullOptions {
             max_concurrent: 3,
             client: ClientOptions::default(),
             recipe_max_ratio: 0.10,
+            settle_now: false,
         }
     }
 }
@@ -84,6 +89,13 @@ pub enum PullError {
         image: String,
         digest: Digest,
         detail: String,
+    },
+    #[error(
+        "pull {image}: the image is stored with its blobs, but settling recipes failed: {source}"
+    )]
+    Settle {
+        image: String,
+        source: crate::settle::SettleError,
     },
     #[error("pull {image}: layer {digest}: the layer's tar hashes to {actual} but the config lists diffID {expected}; the image is corrupt, nothing was stored")]
     DiffId {
@@ -368,12 +380,21 @@ pub fn pull_cancellable(
         progress,
         cancel,
     )?;
-    let recipes = if opts.policy == Policy::Recipe {
-        let layers: Vec<_> = targets
+    let recipes = if opts.policy == Policy::Recipe && opts.settle_now {
+        let only = targets
             .iter()
-            .flat_map(|t| t.layers.iter().map(|l| l.info()))
+            .flat_map(|t| t.layers.iter().map(|l| l.info().digest))
             .collect();
-        crate::recipe::make_recipes(store, &layers, opts.recipe_max_ratio)
+        let settle = crate::settle::SettleOptions {
+            max_ratio: opts.recipe_max_ratio,
+            retry: true,
+            only: Some(only),
+            ..Default::default()
+        };
+        crate::settle::settle(store, &settle).map_err(|e| PullError::Settle {
+            image: image.clone(),
+            source: e,
+        })?
     } else {
         Vec::new()
     };

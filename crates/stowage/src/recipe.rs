@@ -140,48 +140,71 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
     ))
 }
 
-/// Try to replace each layer's blob by a proven recipe.
-pub fn make_recipes(store: &Store, layers: &[LayerInfo], max_ratio: f64) -> Vec<RecipeOutcome> {
-    let mut out = Vec::new();
+/// Try to replace each layer's blob by a proven recipe, `jobs` layers at a
+/// time (each analysis and proof is one core's work).
+pub fn make_recipes(
+    store: &Store,
+    layers: &[LayerInfo],
+    max_ratio: f64,
+    jobs: usize,
+) -> Vec<RecipeOutcome> {
     let mut seen = std::collections::HashSet::new();
-    for l in layers {
-        if !seen.insert(l.digest.clone()) || !store.content.contains(&l.digest) {
-            continue;
+    let work: Vec<&LayerInfo> = layers
+        .iter()
+        .filter(|l| seen.insert(l.digest.clone()) && store.content.contains(&l.digest))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, work.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(l) = work.get(i) else { break };
+                let outcome = settle_one(store, l, max_ratio);
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, outcome));
+            });
         }
-        let outcome = match make_one(store, l, max_ratio) {
-            Ok((bytes, detail)) => match commit(store, l, &bytes, &detail) {
-                Ok(()) => RecipeOutcome {
-                    layer: l.digest.clone(),
-                    dropped: true,
-                    recipe_bytes: bytes.len() as u64,
-                    blob_bytes: l.size,
-                    detail,
-                },
-                Err(e) => RecipeOutcome {
-                    layer: l.digest.clone(),
-                    dropped: false,
-                    recipe_bytes: 0,
-                    blob_bytes: l.size,
-                    detail: e,
-                },
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, o)| o).collect()
+}
+
+fn settle_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> RecipeOutcome {
+    match make_one(store, l, max_ratio) {
+        Ok((bytes, detail)) => match commit(store, l, &bytes, &detail) {
+            Ok(()) => RecipeOutcome {
+                layer: l.digest.clone(),
+                dropped: true,
+                recipe_bytes: bytes.len() as u64,
+                blob_bytes: l.size,
+                detail,
             },
-            Err(why) => {
-                // The blob stays; say why, for `check` and `inspect`.
-                let _ = store
-                    .meta
-                    .write(|tx| note_missing_form(tx, &l.digest, "recipe", &why));
-                RecipeOutcome {
-                    layer: l.digest.clone(),
-                    dropped: false,
-                    recipe_bytes: 0,
-                    blob_bytes: l.size,
-                    detail: format!("blob kept: {why}"),
-                }
+            Err(e) => RecipeOutcome {
+                layer: l.digest.clone(),
+                dropped: false,
+                recipe_bytes: 0,
+                blob_bytes: l.size,
+                detail: e,
+            },
+        },
+        Err(why) => {
+            // The blob stays; say why, for `check` and `inspect`.
+            let _ = store
+                .meta
+                .write(|tx| note_missing_form(tx, &l.digest, "recipe", &why));
+            RecipeOutcome {
+                layer: l.digest.clone(),
+                dropped: false,
+                recipe_bytes: 0,
+                blob_bytes: l.size,
+                detail: format!("blob kept: {why}"),
             }
-        };
-        out.push(outcome);
+        }
     }
-    out
 }
 
 /// Record the recipe, drop the blob: rows first, then the file.

@@ -127,7 +127,7 @@ fn kill_after(args: &[&str], root: &Path, ms: u64) {
     let _ = child.wait();
 }
 
-/// 50 kill -9 runs across pull, import and gc, at moments spread over each
+/// 58 kill -9 runs across pull, import, gc and settle, at moments spread over each
 /// command's life; re-running completes and reuses what was verified.
 #[test]
 fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
@@ -192,5 +192,52 @@ fn killed_pulls_imports_and_gcs_leave_a_store_that_opens_and_repairs_itself() {
     assert_eq!(
         again["layers_fetched"], 0,
         "verified layers are reused: {again}"
+    );
+
+    // A settle killed anywhere (analysing, proving, committing, dropping)
+    // leaves every layer exportable from a blob or a proven recipe.
+    let root3 = work.path().join("store3");
+    stowage(
+        &root3,
+        &[
+            "pull",
+            "--plain-http",
+            "-q",
+            "--policy",
+            "recipe",
+            "--settle",
+            "later",
+            &img,
+        ],
+    )
+    .ok();
+    for i in 0..8 {
+        kill_after(&["settle"], &root3, 50 + rand(2500));
+        consistent(&root3, work.path(), &format!("settle{i}"));
+        stowage(&root3, &["check", "--no-fetch", &img]).ok();
+    }
+    stowage(&root3, &["settle"]).ok();
+    let doc = stowage(&root3, &["inspect", "--format", "json", &img])
+        .ok()
+        .json();
+    for l in doc["layers"].as_array().unwrap() {
+        assert_eq!(l["forms"], serde_json::json!(["snapshot", "recipe"]), "{l}");
+    }
+    let archive3 = work.path().join("dm3.tar");
+    stowage(
+        &root3,
+        &[
+            "export",
+            "--no-fetch",
+            "-o",
+            archive3.to_str().unwrap(),
+            &img,
+        ],
+    )
+    .ok();
+    assert_eq!(
+        common::tree::hash_file(&archive),
+        common::tree::hash_file(&archive3),
+        "the export from recipes differs from the export from blobs"
     );
 }

@@ -2,6 +2,7 @@
 
 use super::output::{age, human_size, split_name, table};
 use super::progress::Bars;
+use super::settle::SettleMode;
 use super::{Command, Format};
 use serde_json::json;
 use std::path::Path;
@@ -42,6 +43,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             plain_http,
             creds,
             max_concurrent,
+            settle,
             quiet,
             format,
         } => {
@@ -72,11 +74,15 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                     docker_config: stowage_remote::dockercfg::default_path(),
                 },
                 recipe_max_ratio: config.recipe_max_ratio,
+                settle_now: settle == SettleMode::Now,
             };
             let store = open(root)?;
             let bars = Bars::new(quiet || format == Format::Json);
             let started = std::time::Instant::now();
             let report = pull(&store, &r, &opts, &bars).map_err(|e| e.to_string())?;
+            if policy == Policy::Recipe && settle == SettleMode::Background {
+                super::settle::spawn_background(root, config.recipe_max_ratio);
+            }
             if format == Format::Json {
                 return print_json(&report);
             }
@@ -328,8 +334,26 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 Some(p) => p.parse::<Policy>()?,
                 None => config.policy,
             };
-            super::archive::import(&open(root)?, &file, name.as_deref(), policy, format)
+            super::archive::import(&open(root)?, &file, name.as_deref(), policy, format)?;
+            if policy == Policy::Recipe {
+                super::settle::spawn_background(root, config.recipe_max_ratio);
+            }
+            Ok(())
         }
+        Command::Settle {
+            references,
+            retry,
+            max_ratio,
+            quiet,
+            format,
+        } => super::settle::run(
+            &open(root)?,
+            &references,
+            retry,
+            max_ratio.unwrap_or(config.recipe_max_ratio),
+            quiet,
+            format,
+        ),
         Command::Gc { format } => super::archive::gc(&open(root)?, format),
         Command::Du { format } => super::archive::du(&open(root)?, format),
         Command::Check {

@@ -7,6 +7,7 @@ mod login;
 mod output;
 mod progress;
 mod serve;
+mod settle;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -65,7 +66,28 @@ pub enum Command {
         /// Layers downloaded at once (default 3, or max_concurrent_downloads).
         #[arg(long)]
         max_concurrent: Option<usize>,
+        /// Under policy recipe, when blobs become recipes: background (a detached
+        /// `stowage settle` after the pull returns), now (before it returns), later.
+        #[arg(long, value_enum, default_value_t)]
+        settle: settle::SettleMode,
         /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Finish the recipe policy's work: analyse each kept blob of images under
+    /// `recipe`, prove snapshot + recipe rebuild it exactly, then drop it. Waits
+    /// for a settle already running.
+    Settle {
+        /// Only these images (default: every image under policy recipe).
+        references: Vec<String>,
+        /// Also retry layers whose earlier attempt recorded why the blob stays.
+        #[arg(long)]
+        retry: bool,
+        /// Keep a blob whose recipe is larger than this share of it (default recipe_max_ratio).
+        #[arg(long)]
+        max_ratio: Option<f64>,
         #[arg(long, short)]
         quiet: bool,
         #[arg(long, value_enum, default_value_t)]

@@ -22,7 +22,9 @@ use stowage_remote::{ClientOptions, RemoteError};
 use stowage_store::ImageRecord;
 
 struct StoreBackend {
+    root: PathBuf,
     policy: Policy,
+    recipe_max_ratio: f64,
     max_concurrent: usize,
     /// containerd's `hosts.toml` tree (`[registry] config_path`).
     hosts_dir: Option<PathBuf>,
@@ -136,6 +138,7 @@ impl Backend for StoreBackend {
                 hosts_dir: self.hosts_dir.clone(),
                 ..Default::default()
             },
+            recipe_max_ratio: self.recipe_max_ratio,
             ..Default::default()
         };
         let report = pull_cancellable(store, &req.reference, &opts, &Activity(req), &req.cancel)
@@ -147,6 +150,10 @@ impl Backend for StoreBackend {
                 };
                 BackendError::new(kind, e.to_string())
             })?;
+        if self.policy == Policy::Recipe {
+            // The image is usable now; recipes are made out of the call's way.
+            super::settle::spawn_background(&self.root, self.recipe_max_ratio);
+        }
         Ok(Pulled {
             name: report.name,
             layers_fetched: report.layers_fetched,
@@ -168,7 +175,9 @@ pub fn run(
         plain_http_registries: plain_http_registry.clone(),
     };
     let backend = StoreBackend {
+        root: root.to_path_buf(),
         policy: config.policy,
+        recipe_max_ratio: config.recipe_max_ratio,
         max_concurrent: config.max_concurrent_downloads,
         hosts_dir: config
             .registry_config_path
