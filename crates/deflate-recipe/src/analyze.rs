@@ -331,7 +331,9 @@ impl<W: Write> Sink for Analyzer<W> {
         // empty fixed) blocks.
         let marker = head.kind == (BlockKind::Stored { len: 0, pad: 0 })
             || (head.kind == BlockKind::Fixed && ntokens == 0);
-        if marker && !head.last && self.segment == 0 && self.pos > 0 {
+        // Only while no earlier member had plaintext: the learnt block size
+        // changes the model spec, which the rebuild applies to every member.
+        if marker && !head.last && self.segment == 0 && self.pos > 0 && self.total == self.pos {
             self.learn_segment();
         }
         match &head.kind {

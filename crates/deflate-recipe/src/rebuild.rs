@@ -132,6 +132,8 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
                     if explicit && t.is_lit() {
                         self.plain.ensure(self.pa + 1)?;
                         t = Token::lit(self.plain.slice(self.pa, self.pa + 1)[0]);
+                    } else if explicit {
+                        self.check_match(t, end)?;
                     }
                     self.pa = end;
                     return Ok(t);
@@ -139,6 +141,30 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
                 Step::NeedPrediction => self.predict_more()?,
             }
         }
+    }
+
+    /// An explicit match must copy what the plaintext has at its place:
+    /// the wrong plaintext (or a corrupted recipe) is reported here instead
+    /// of yielding a stream of other content. (Predicted matches need no
+    /// check: the models only predict matches they found in the plaintext.)
+    fn check_match(&mut self, t: Token, end: u64) -> Result<()> {
+        let dist = t.dist() as u64;
+        if dist > self.pa {
+            return Err(RecipeError::mismatch(format!(
+                "a match at plaintext offset {} reaches before the start",
+                self.pa
+            )));
+        }
+        self.plain.ensure(end)?;
+        let here = self.plain.slice(self.pa, end);
+        let there = self.plain.slice(self.pa - dist, end - dist);
+        if here != there {
+            return Err(RecipeError::mismatch(format!(
+                "the plaintext at offset {} does not repeat the bytes {dist} back as the recipe says",
+                self.pa
+            )));
+        }
+        Ok(())
     }
 
     /// Run the model over the next chunk (or finish it at the end).
@@ -161,7 +187,9 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
         self.model.predict(chunk, &mut self.scratch);
         self.dec.predicted(&self.scratch);
         self.pm += n;
-        self.plain.trim(self.pa.min(self.pm));
+        // Keep a window for the explicit-match check.
+        self.plain
+            .trim(self.pa.min(self.pm).saturating_sub(1 << 15));
         Ok(())
     }
 
