@@ -10,6 +10,7 @@
 
 use crate::image::LayerInfo;
 use crate::recipe::{make_recipes, RecipeOutcome};
+use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
@@ -146,10 +147,12 @@ pub fn pending(store: &Store, retry: bool) -> Result<Vec<LayerInfo>, MetaError> 
     Ok(out)
 }
 
-/// Settle every pending layer. One settle runs at a time per root; a second
-/// waits for the first and then does what is left.
-pub fn settle(store: &Store, opts: &SettleOptions) -> Result<Vec<RecipeOutcome>, SettleError> {
-    let path = store.root().join("settle.lock");
+fn lock_file(
+    store: &Store,
+    name: &str,
+    arg: FlockArg,
+) -> Result<Option<Flock<fs::File>>, SettleError> {
+    let path = store.root().join(name);
     let lock_err = |source| SettleError::Lock {
         path: path.clone(),
         source,
@@ -160,8 +163,39 @@ pub fn settle(store: &Store, opts: &SettleOptions) -> Result<Vec<RecipeOutcome>,
         .write(true)
         .open(&path)
         .map_err(lock_err)?;
-    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| lock_err(e.into()))?;
+    match Flock::lock(file, arg) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(lock_err(e.into())),
+    }
+}
+
+/// Settle every pending layer. One settle runs at a time per root; a second
+/// waits for the first and then does what is left.
+pub fn settle(store: &Store, opts: &SettleOptions) -> Result<Vec<RecipeOutcome>, SettleError> {
+    let _lock = lock_file(store, "settle.lock", FlockArg::LockExclusive)?;
+    settle_locked(store, opts)
+}
+
+/// The background form, started after each `recipe` pull: when a settle
+/// already waits for its turn, it will see this pull's layers (it lists
+/// pending work only once it runs), so this one has nothing to add and
+/// returns at once. A node pulling twenty images starts twenty of these,
+/// and at most two live: the one running and the one waiting.
+pub fn settle_background(
+    store: &Store,
+    opts: &SettleOptions,
+) -> Result<Option<Vec<RecipeOutcome>>, SettleError> {
+    let Some(waiting) = lock_file(store, "settle.wait.lock", FlockArg::LockExclusiveNonblock)?
+    else {
+        return Ok(None);
+    };
+    let _lock = lock_file(store, "settle.lock", FlockArg::LockExclusive)?;
+    drop(waiting);
+    settle_locked(store, opts).map(Some)
+}
+
+fn settle_locked(store: &Store, opts: &SettleOptions) -> Result<Vec<RecipeOutcome>, SettleError> {
     // Recipe blobs written below are young: the lease keeps a concurrent gc
     // from taking them before their rows exist.
     let _lease = store.meta.lease("settle")?;

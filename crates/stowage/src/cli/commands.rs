@@ -342,6 +342,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
         }
         Command::Settle {
             references,
+            background,
             retry,
             max_ratio,
             quiet,
@@ -349,6 +350,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
         } => super::settle::run(
             &open(root)?,
             &references,
+            background,
             retry,
             max_ratio.unwrap_or(config.recipe_max_ratio),
             quiet,

@@ -85,6 +85,9 @@ pub enum Command {
         /// Also retry layers whose earlier attempt recorded why the blob stays.
         #[arg(long)]
         retry: bool,
+        /// As started after a pull: return at once when another settle already waits.
+        #[arg(long, hide = true)]
+        background: bool,
         /// Keep a blob whose recipe is larger than this share of it (default recipe_max_ratio).
         #[arg(long)]
         max_ratio: Option<f64>,
@@ -219,6 +222,7 @@ pub fn run() -> Result<(), String> {
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = match &cli.config {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use stowage::image::find_image;
 use stowage::recipe::RecipeOutcome;
-use stowage::settle::{image_layers, settle, SettleOptions};
+use stowage::settle::{image_layers, settle, settle_background, SettleOptions};
 use stowage::Store;
 
 /// When a `recipe` pull or import turns blobs into recipes.
@@ -51,6 +51,7 @@ pub fn spawn_background(root: &Path, max_ratio: f64) {
         .arg("--log-level")
         .arg("info")
         .arg("settle")
+        .arg("--background")
         .arg("--max-ratio")
         .arg(max_ratio.to_string())
         .stdin(Stdio::null())
@@ -73,6 +74,7 @@ pub fn spawn_background(root: &Path, max_ratio: f64) {
 pub fn run(
     store: &Store,
     references: &[String],
+    background: bool,
     retry: bool,
     max_ratio: f64,
     quiet: bool,
@@ -98,7 +100,17 @@ pub fn run(
         only,
         ..Default::default()
     };
-    let outcomes = settle(store, &opts).map_err(|e| e.to_string())?;
+    let outcomes = if background {
+        match settle_background(store, &opts).map_err(|e| e.to_string())? {
+            Some(o) => o,
+            None => {
+                tracing::info!("a settle is already waiting; it will do this work");
+                return Ok(());
+            }
+        }
+    } else {
+        settle(store, &opts).map_err(|e| e.to_string())?
+    };
     if format == Format::Json {
         println!(
             "{}",
