@@ -46,6 +46,50 @@ use stowage_deflate_recipe::{analyze_gzip, rebuild_gzip, recipe_kind, Recipe};
 const REGISTRY: &str = "/var/tmp/stowage-dev/registry/docker/registry/v2/blobs/sha256";
 const GO: &str = "/usr/lib/go-1.19/bin/go";
 
+/// CPU seconds used by this thread.
+fn thread_cpu() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// CPU seconds (user + system) used by waited-for children.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(r.ru_utime) + tv(r.ru_stime)
+}
+
+/// Wall and CPU time of one step.
+struct Clock(Instant, f64);
+
+impl Clock {
+    fn start() -> Self {
+        Clock(Instant::now(), thread_cpu())
+    }
+    /// MB/s of `bytes` by (wall, cpu) time.
+    fn rate(&self, bytes: usize) -> (f64, f64) {
+        let mb = bytes as f64 / 1e6;
+        (
+            mb / self.0.elapsed().as_secs_f64(),
+            mb / (thread_cpu() - self.1),
+        )
+    }
+}
+
+/// Medians of (wall, cpu) rates.
+fn medians(v: &[(f64, f64)]) -> (f64, f64) {
+    let mut w: Vec<f64> = v.iter().map(|x| x.0).collect();
+    let mut c: Vec<f64> = v.iter().map(|x| x.1).collect();
+    (median(&mut w), median(&mut c))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -120,35 +164,35 @@ struct Row {
     tar: usize,
     ours_kind: String,
     ours_recipe: usize,
-    ours_a: Vec<f64>,
-    ours_r: Vec<f64>,
+    ours_a: Vec<(f64, f64)>,
+    ours_r: Vec<(f64, f64)>,
     ours_ok: bool,
     pf_recipe: Option<usize>,
     pf_chunks: usize,
     pf_err: Option<String>,
-    pf_a: Vec<f64>,
-    pf_r: Vec<f64>,
+    pf_a: Vec<(f64, f64)>,
+    pf_r: Vec<(f64, f64)>,
     pf_ok: bool,
-    enc: Vec<f64>,
+    enc: Vec<(f64, f64)>,
 }
 
 fn ours(gz: &[u8], row: &mut Row) -> Vec<u8> {
     let mut plain = Vec::with_capacity(row.tar.max(gz.len() * 3));
-    let t = Instant::now();
+    let t = Clock::start();
     let recipe = analyze_gzip(gz, &mut plain).expect("our analyse");
-    let ta = t.elapsed().as_secs_f64();
+    let ta = t.rate(plain.len());
     let bytes = recipe.to_bytes();
     let recipe = Recipe::from_bytes(&bytes).expect("recipe parses");
     let mut out = Vec::with_capacity(gz.len());
-    let t = Instant::now();
+    let t = Clock::start();
     rebuild_gzip(&plain[..], &recipe, &mut out).expect("our rebuild");
-    let tr = t.elapsed().as_secs_f64();
+    let tr = t.rate(plain.len());
     row.tar = plain.len();
     row.ours_kind = recipe_kind(&recipe).to_string();
     row.ours_recipe = bytes.len();
     row.ours_ok = out == gz;
-    row.ours_a.push(plain.len() as f64 / 1e6 / ta);
-    row.ours_r.push(plain.len() as f64 / 1e6 / tr);
+    row.ours_a.push(ta);
+    row.ours_r.push(tr);
     plain
 }
 
@@ -166,7 +210,7 @@ fn preflate(gz: &[u8], row: &mut Row) {
         verify_compression: false,
         ..PreflateConfig::default()
     };
-    let t = Instant::now();
+    let t = Clock::start();
     let mut proc = PreflateStreamProcessor::new(&config);
     let mut off = 0usize;
     let mut chunks: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -183,9 +227,9 @@ fn preflate(gz: &[u8], row: &mut Row) {
             }
         }
     }
-    let ta = t.elapsed().as_secs_f64();
-    let tail = &deflate[off..];
     let plain_len: usize = chunks.iter().map(|c| c.1.len()).sum();
+    let ta = t.rate(plain_len);
+    let tail = &deflate[off..];
     if tail.len() != 8 {
         row.pf_err = Some(format!(
             "{} bytes after the deflate stream (more members?)",
@@ -193,7 +237,7 @@ fn preflate(gz: &[u8], row: &mut Row) {
         ));
         return;
     }
-    let t = Instant::now();
+    let t = Clock::start();
     let mut rec = RecreateStreamProcessor::new();
     let mut out = Vec::with_capacity(gz.len());
     out.extend_from_slice(&gz[..h]);
@@ -211,27 +255,29 @@ fn preflate(gz: &[u8], row: &mut Row) {
         }
     }
     out.extend_from_slice(tail);
-    let tr = t.elapsed().as_secs_f64();
+    let tr = t.rate(plain_len);
     row.pf_ok = out == gz;
     row.pf_recipe =
         Some(chunks.iter().map(|c| c.0.len()).sum::<usize>() + h + 8 + 4 * chunks.len());
     row.pf_chunks = chunks.len();
-    row.pf_a.push(plain_len as f64 / 1e6 / ta);
-    row.pf_r.push(plain_len as f64 / 1e6 / tr);
+    row.pf_a.push(ta);
+    row.pf_r.push(tr);
 }
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
 }
 
-/// Time `cmd` compressing the tar file to /dev/null; MB/s of tar.
+/// Time `cmd` compressing the tar file to /dev/null; MB/s of tar by
+/// (wall, CPU) time.
 fn time_encoder(
     cmd: &str,
     args: &[String],
     env: &[(String, String)],
     tar: &Path,
     len: usize,
-) -> f64 {
+) -> (f64, f64) {
+    let c0 = children_cpu();
     let t = Instant::now();
     let st = Command::new(cmd)
         .args(args)
@@ -241,7 +287,8 @@ fn time_encoder(
         .status()
         .expect("run encoder");
     assert!(st.success(), "{cmd} failed");
-    len as f64 / 1e6 / t.elapsed().as_secs_f64()
+    let mb = len as f64 / 1e6;
+    (mb / t.elapsed().as_secs_f64(), mb / (children_cpu() - c0))
 }
 
 fn compress_with(cmd: &str, args: &[String], env: &[(String, String)], tar: &Path) -> Vec<u8> {
@@ -454,67 +501,72 @@ fn main() {
     }
     let _ = std::fs::remove_file(&tar_path);
 
-    println!(
-        "| stream | gz bytes | tar bytes | ours: kind | ours: recipe B (%) | ours: analyse MB/s | ours: rebuild MB/s | preflate-rs: recipe B (%) | preflate-rs: analyse MB/s | preflate-rs: rebuild MB/s | encoder MB/s | analyse × | rebuild × |"
-    );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (inp, row) in inputs.iter().zip(rows.iter_mut()) {
+    println!("Sizes (recipe % of the compressed stream):\n");
+    println!("| stream | gz bytes | tar bytes | ours: model | ours: recipe B (%) | preflate-rs: recipe B (%) |");
+    println!("|---|---:|---:|---|---:|---:|");
+    for (inp, row) in inputs.iter().zip(rows.iter()) {
         let gzl = inp.gz.len();
         let pct = |b: usize| b as f64 * 100.0 / gzl as f64;
-        let (oa, or) = (median(&mut row.ours_a), median(&mut row.ours_r));
-        let ours_ok = if row.ours_ok { "" } else { " **MISMATCH**" };
-        let (pf, pa, pr, xa, xr) = match (&row.pf_err, row.pf_recipe) {
-            (Some(e), _) => (
-                format!("refused: {e}"),
-                "–".to_string(),
-                "–".to_string(),
-                "–".to_string(),
-                "–".to_string(),
+        let bad = |ok: bool| if ok { "" } else { " **MISMATCH**" };
+        let pf = match (&row.pf_err, row.pf_recipe) {
+            (Some(e), _) => format!("refused: {e}"),
+            (None, Some(b)) => format!(
+                "{b} ({:.4}){}{}",
+                pct(b),
+                if row.pf_chunks > 1 {
+                    format!(", {} chunks", row.pf_chunks)
+                } else {
+                    String::new()
+                },
+                bad(row.pf_ok)
             ),
-            (None, Some(b)) => {
-                let (pa, pr) = (median(&mut row.pf_a), median(&mut row.pf_r));
-                (
-                    format!(
-                        "{b} ({:.4}){}{}",
-                        pct(b),
-                        if row.pf_chunks > 1 {
-                            format!(", {} chunks", row.pf_chunks)
-                        } else {
-                            String::new()
-                        },
-                        if row.pf_ok { "" } else { " **MISMATCH**" }
-                    ),
-                    format!("{pa:.1}"),
-                    format!("{pr:.1}"),
-                    format!("{:.2}", oa / pa),
-                    format!("{:.2}", or / pr),
-                )
-            }
-            _ => unreachable!(),
-        };
-        let enc = if row.enc.is_empty() {
-            "–".to_string()
-        } else {
-            format!("{:.1}", median(&mut row.enc))
+            (None, None) => "–".into(),
         };
         println!(
-            "| {} | {} | {} | {} | {} ({:.4}){} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} ({:.4}){} | {} |",
             inp.label,
             gzl,
             row.tar,
             row.ours_kind,
             row.ours_recipe,
             pct(row.ours_recipe),
-            ours_ok,
-            oa,
-            or,
-            pf,
-            pa,
-            pr,
-            enc,
-            xa,
-            xr
+            bad(row.ours_ok),
+            pf
         );
     }
-    println!("\n{runs} runs, medians; MB/s = 10^6 bytes of plaintext (tar) per second.");
+    println!(
+        "\nSpeed, MB/s of plaintext by CPU time (by wall time in parentheses), medians of {runs} runs:\n"
+    );
+    println!("| stream | ours: analyse | preflate-rs: analyse | analyse × | ours: rebuild | preflate-rs: rebuild | rebuild × | encoder | rebuild ÷ encoder |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let f = |v: (f64, f64)| format!("{:.1} ({:.1})", v.1, v.0);
+    for (inp, row) in inputs.iter().zip(rows.iter()) {
+        let (oa, or) = (medians(&row.ours_a), medians(&row.ours_r));
+        let (pa, pr, xa, xr) = if row.pf_err.is_none() && !row.pf_a.is_empty() {
+            let (pa, pr) = (medians(&row.pf_a), medians(&row.pf_r));
+            (
+                f(pa),
+                f(pr),
+                format!("{:.2}", oa.1 / pa.1),
+                format!("{:.2}", or.1 / pr.1),
+            )
+        } else {
+            ("refused".into(), "–".into(), "–".into(), "–".into())
+        };
+        let (enc, ratio) = if row.enc.is_empty() {
+            ("–".to_string(), "–".to_string())
+        } else {
+            let e = medians(&row.enc);
+            (f(e), format!("{:.2}", or.1 / e.1))
+        };
+        println!(
+            "| {} | {} | {pa} | {xa} | {} | {pr} | {xr} | {enc} | {ratio} |",
+            inp.label,
+            f(oa),
+            f(or),
+        );
+    }
+    println!(
+        "\n× = ours ÷ preflate-rs by CPU time; rebuild ÷ encoder = our rebuild ÷ the original encoder compressing the same tar (CPU time, one thread)."
+    );
 }

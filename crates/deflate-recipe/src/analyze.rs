@@ -124,6 +124,18 @@ impl Candidate {
         Ok(())
     }
 
+    /// The same candidate under another spec and model (see `fork_pigz`).
+    fn fork(&self, spec: ModelSpec, model: Box<dyn Model>) -> Self {
+        Candidate {
+            spec,
+            model,
+            diff: self.diff.clone(),
+            buf: self.buf.clone(),
+            pending: self.pending.clone(),
+            scratch: Vec::new(),
+        }
+    }
+
     fn cost(&self) -> usize {
         self.diff.out.len()
     }
@@ -155,6 +167,38 @@ struct Analyzer<W: Write> {
     bounds: [u64; 2],
     /// pgzip block size learnt from the first sync marker (0: none yet).
     segment: u64,
+    /// Candidates `Pigz { level, block: 0, dict }` not run yet because the
+    /// `Zlib { level }` candidate predicts the same until a block size is
+    /// learnt; forked from it then (in this order, as if they had been
+    /// at the end of the list all along).
+    deferred: Vec<(u8, bool)>,
+}
+
+/// Take out the pigz candidates with no block size whose plain zlib twin
+/// is a candidate too (see `Analyzer::deferred`).
+fn defer_pigz(specs: Vec<ModelSpec>) -> (Vec<ModelSpec>, Vec<(u8, bool)>) {
+    let mut deferred = Vec::new();
+    let mut keep = Vec::new();
+    for &s in &specs {
+        match s {
+            ModelSpec::Pigz {
+                level,
+                block: 0,
+                dict,
+            } if specs.contains(&ModelSpec::Zlib { level }) => deferred.push((level, dict)),
+            s => keep.push(s),
+        }
+    }
+    // Forks are appended after every kept candidate, so the deferred ones
+    // must have been last in the list for ties to break the same way.
+    let last_kept = specs
+        .iter()
+        .rposition(|s| keep.contains(s))
+        .map_or(0, |i| i + 1);
+    if last_kept > keep.len() {
+        return (specs, Vec::new());
+    }
+    (keep, deferred)
 }
 
 /// klauspost writes 65535-byte chunks; pgzip restarts them every block.
@@ -180,6 +224,28 @@ impl<W: Write> Analyzer<W> {
     /// its plaintext offset is the block size.
     fn learn_segment(&mut self) {
         self.segment = self.pos;
+        if self.total < SELECT_AFTER && self.pos <= u32::MAX as u64 {
+            let mut forks = Vec::new();
+            for &(level, dict) in &self.deferred {
+                let Some(twin) = self
+                    .cands
+                    .iter()
+                    .find(|c| c.spec == ModelSpec::Zlib { level })
+                else {
+                    continue;
+                };
+                if let Some(model) = twin.model.fork_pigz(dict) {
+                    let spec = ModelSpec::Pigz {
+                        level,
+                        block: 0,
+                        dict,
+                    };
+                    forks.push(twin.fork(spec, model));
+                }
+            }
+            self.cands.extend(forks);
+        }
+        self.deferred.clear();
         for c in &mut self.cands {
             if let ModelSpec::Pigz {
                 level,
@@ -418,6 +484,7 @@ pub fn analyze_with<R: Read, W: Write>(
         block_pos: 0,
         bounds: [0; 2],
         segment: 0,
+        deferred: Vec::new(),
     };
     let mut members = Vec::new();
     let mut first = true;
@@ -430,10 +497,9 @@ pub fn analyze_with<R: Read, W: Write>(
         if m0 == Some(0x1f) && m1 == Some(0x8b) {
             let hdr = gzip::read_header(&mut br)?;
             if a.cands.is_empty() {
-                a.cands = ModelSpec::candidates_for(&hdr)
-                    .into_iter()
-                    .map(Candidate::new)
-                    .collect();
+                let (specs, deferred) = defer_pigz(ModelSpec::candidates_for(&hdr));
+                a.cands = specs.into_iter().map(Candidate::new).collect();
+                a.deferred = deferred;
             }
             a.meta.push(recipe::TAG_MEMBER);
             varint::put(&mut a.meta, hdr.len() as u64);

@@ -54,7 +54,7 @@ fn get_token<R: Read>(r: &mut ByteReader<R>) -> Result<Token> {
 }
 
 /// Analysis side: consumes actual and predicted tokens, writes records.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct DiffEncoder {
     pred: VecDeque<Token>,
     /// Plaintext bytes covered by the predicted tokens queued in `pred`.

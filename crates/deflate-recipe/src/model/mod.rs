@@ -40,6 +40,13 @@ pub trait Model {
     /// many bytes (pgzip); called when the first block has ended, which the
     /// model may have seen all of already (tokens it then owes go to `out`).
     fn set_segment(&mut self, _segment: usize, _out: &mut Vec<Token>) {}
+    /// A copy of this model's state as the pigz model of the same level
+    /// with no block size learnt yet (`ModelSpec::Pigz { block: 0, dict }`),
+    /// which predicts exactly as plain zlib until its first block ends.
+    /// Analysis runs one zlib model instead of three until then.
+    fn fork_pigz(&self, _dict: bool) -> Option<Box<dyn Model>> {
+        None
+    }
 }
 
 /// Identifies a model and its parameters; stored in the recipe.

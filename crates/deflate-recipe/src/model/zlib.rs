@@ -36,6 +36,7 @@ const CONFIG: [(usize, usize, usize, usize); 10] = [
 ];
 
 /// zlib match-search state.
+#[derive(Clone)]
 pub struct ZlibModel {
     level: u8,
     good: usize,
@@ -393,7 +394,8 @@ impl Model for ZlibModel {
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         self.input.extend_from_slice(chunk);
         self.block_pos += chunk.len();
-        if self.dict {
+        // Plain zlib keeps the tail too, for `fork_pigz`.
+        if self.dict || self.block == 0 {
             super::klauspost::keep_tail(&mut self.tail, chunk, W);
         }
         if self.block == 0 {
@@ -412,5 +414,17 @@ impl Model for ZlibModel {
 
     fn finish(&mut self, out: &mut Vec<Token>) {
         self.run(out, true);
+    }
+
+    fn fork_pigz(&self, dict: bool) -> Option<Box<dyn Model>> {
+        if self.block != 0 || self.dict {
+            return None;
+        }
+        let mut m = self.clone();
+        m.dict = dict;
+        if !dict {
+            m.tail = Vec::new();
+        }
+        Some(Box::new(m))
     }
 }
