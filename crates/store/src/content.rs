@@ -107,13 +107,7 @@ impl ContentStore {
 
     /// Start writing a blob that should come out as `expected`.
     pub fn writer(&self, expected: &Digest) -> Result<IngestWriter, ContentError> {
-        let name = format!(
-            "{}.{}.{}.partial",
-            expected.hex(),
-            std::process::id(),
-            INGEST_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = self.ingest.join(name);
+        let path = self.ingest_path(expected);
         let file = File::create(&path).map_err(io_err(&path, "create ingest file"))?;
         Ok(IngestWriter {
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
@@ -121,7 +115,71 @@ impl ContentStore {
             hasher: Hasher::new(),
             expected: expected.clone(),
             dest: self.path(expected),
+            skip: 0,
         })
+    }
+
+    /// A writer for `expected` that continues where a stopped download of the
+    /// same blob left off: a partial file whose writer is gone (killed, or
+    /// kept by [`IngestWriter::keep_for_resume`]) and no longer than
+    /// `max_len`. Returns the writer, the partial's bytes to read back and
+    /// their length. The caller feeds those bytes through the writer again
+    /// (they are hashed, not rewritten) and fetches the rest from there, so
+    /// the blob is still verified as a whole.
+    pub fn resume_writer(
+        &self,
+        expected: &Digest,
+        max_len: u64,
+    ) -> Result<(IngestWriter, Option<File>, u64), ContentError> {
+        let prefix = format!("{}.", expected.hex());
+        let mut best: Option<(PathBuf, u64)> = None;
+        for e in fs::read_dir(&self.ingest)
+            .map_err(io_err(&self.ingest, "list"))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || !name.ends_with(".partial") || writer_alive(&name) {
+                continue;
+            }
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if len > 0 && len <= max_len && best.as_ref().is_none_or(|b| len > b.1) {
+                best = Some((e.path(), len));
+            }
+        }
+        let Some((old, len)) = best else {
+            return Ok((self.writer(expected)?, None, 0));
+        };
+        let path = self.ingest_path(expected);
+        // Claiming by rename: of two claimants only one finds the file.
+        if fs::rename(&old, &path).is_err() {
+            return Ok((self.writer(expected)?, None, 0));
+        }
+        let reader = File::open(&path).map_err(io_err(&path, "open partial"))?;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path, "open partial"))?;
+        Ok((
+            IngestWriter {
+                file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+                path,
+                hasher: Hasher::new(),
+                expected: expected.clone(),
+                dest: self.path(expected),
+                skip: len,
+            },
+            Some(reader),
+            len,
+        ))
+    }
+
+    fn ingest_path(&self, expected: &Digest) -> PathBuf {
+        self.ingest.join(format!(
+            "{}.{}.{}.partial",
+            expected.hex(),
+            std::process::id(),
+            INGEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// Write `bytes` as a blob, verifying it against `expected`.
@@ -204,17 +262,20 @@ impl ContentStore {
         let mut n = 0;
         for e in fs::read_dir(&self.ingest)? {
             let e = e?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
+            if !writer_alive(&e.file_name().to_string_lossy()) {
                 let _ = fs::remove_file(e.path());
                 n += 1;
             }
         }
         Ok(n)
     }
+}
+
+/// Whether the process named in an ingest file name (`<hex>.<pid>.<seq>.partial`)
+/// still runs. pid 0 marks a partial kept for a later resume.
+fn writer_alive(name: &str) -> bool {
+    let pid = name.split('.').nth(1).and_then(|p| p.parse::<i32>().ok());
+    pid.is_some_and(|p| p > 0 && Path::new(&format!("/proc/{p}")).exists())
 }
 
 /// A blob being written. Dropping it without `commit` removes the ingest file.
@@ -224,9 +285,36 @@ pub struct IngestWriter {
     hasher: Hasher,
     expected: Digest,
     dest: PathBuf,
+    /// Bytes already in the file (a resumed partial): hashed when written
+    /// again, not appended.
+    skip: u64,
 }
 
 impl IngestWriter {
+    /// Leave what was written for a later pull to resume (a download that
+    /// failed, not a blob that was wrong). `gc` removes such partials.
+    pub fn keep_for_resume(mut self) {
+        let Some(mut file) = self.file.take() else {
+            return;
+        };
+        if file.flush().is_err() {
+            return;
+        }
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let Some(name) = name else { return };
+        let mut parts: Vec<&str> = name.split('.').collect();
+        if parts.len() == 4 {
+            parts[1] = "0";
+            let kept = self.path.with_file_name(parts.join("."));
+            if fs::rename(&self.path, &kept).is_ok() {
+                self.path = PathBuf::new();
+            }
+        }
+    }
+
     /// The hash of what was written so far.
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
@@ -312,6 +400,12 @@ impl Drop for VerifiedBlob {
 
 impl Write for IngestWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.skip > 0 {
+            let k = buf.len().min(self.skip.min(usize::MAX as u64) as usize);
+            self.hasher.update(&buf[..k]);
+            self.skip -= k as u64;
+            return Ok(k);
+        }
         let n = self.file.as_mut().expect("not committed").write(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)

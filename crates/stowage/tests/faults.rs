@@ -97,12 +97,29 @@ fn a_connection_that_always_drops_fails_clearly_and_commits_nothing() {
     )
     .fails();
     assert!(r.stderr().contains(&pushed.layers[0]), "{}", r.stderr());
+    assert!(r.stderr().contains("again to resume"), "{}", r.stderr());
     assert_eq!(stowage(&root, &["images", "-q"]).ok().stdout(), "");
-    assert_eq!(std::fs::read_dir(root.join("ingest")).unwrap().count(), 0);
+    assert!(!root
+        .join("blobs/sha256")
+        .join(&pushed.layers[0][7..])
+        .exists());
     assert_eq!(
         std::fs::read_dir(root.join("snapshots")).unwrap().count(),
         0
     );
+    // What did arrive waits for the next pull to resume from; gc takes it.
+    let kept: Vec<_> = std::fs::read_dir(root.join("ingest"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        kept[0].starts_with(&format!("{}.0.", &pushed.layers[0][7..])),
+        "{kept:?}"
+    );
+    stowage(&root, &["gc"]).ok();
+    assert_eq!(std::fs::read_dir(root.join("ingest")).unwrap().count(), 0);
 }
 
 #[test]
@@ -180,4 +197,132 @@ fn a_stalled_download_is_noticed_and_resumed() {
         .unwrap()
         .iter()
         .any(|h| h.to_ascii_lowercase().contains("range: bytes=")));
+}
+
+/// Start a pull whose layer download stalls after `cut` bytes, wait until
+/// the partial is on disk, and kill it (-9): the crash a reboot causes.
+fn killed_mid_layer(root: &std::path::Path, img: &str, hex: &str) -> std::path::PathBuf {
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "pull",
+            "--plain-http",
+            "-q",
+            img,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ingest = root.join("ingest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let partial = loop {
+        let found = std::fs::read_dir(&ingest).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| {
+                    e.file_name().to_string_lossy().starts_with(hex)
+                        && e.metadata().map(|m| m.len() >= 1_000_000).unwrap_or(false)
+                })
+                .map(|e| e.file_name())
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial download appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kill left the file under the dead writer's name.
+    let left: Vec<_> = std::fs::read_dir(&ingest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.contains(&partial), "{left:?}");
+    ingest.join(partial)
+}
+
+#[test]
+fn a_killed_pull_resumes_from_its_partial_download_and_a_bad_partial_is_refetched() {
+    let Some(reg) = registry() else { return };
+    let work = scratch();
+    let pushed = big_layer_image(&reg, "test/fault-killed");
+    let layer = pushed.layers[0].clone();
+    let hex = layer[7..].to_string();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g = gets.clone();
+    let l = layer.clone();
+    let p = proxy::start(&reg, move |m, path| {
+        if m == "GET" && path.ends_with(&l) {
+            match g.fetch_add(1, Ordering::SeqCst) {
+                0 | 2 => Fault::Stall(1_500_000),
+                _ => Fault::Pass,
+            }
+        } else {
+            Fault::Pass
+        }
+    });
+    let img = format!("{}/test/fault-killed:v1", p.addr);
+    // A: resumed with Range from where the killed pull stopped.
+    let root = work.path().join("store-a");
+    killed_mid_layer(&root, &img, &hex);
+    let out = stowage(&root, &["pull", "--plain-http", "--format", "json", &img])
+        .ok()
+        .json();
+    let ranges: Vec<u64> = p
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|h| {
+            let h = h.to_ascii_lowercase();
+            let at = h.find("range: bytes=")? + "range: bytes=".len();
+            h[at..].split('-').next()?.trim().parse().ok()
+        })
+        .collect();
+    assert!(
+        ranges.iter().any(|&r| r >= 1_000_000),
+        "the second pull must ask for the rest only: {ranges:?}"
+    );
+    let fetched = out["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched + 1_000_000 <= 3 << 20,
+        "fetched {fetched} bytes again: {out}"
+    );
+    let blob = root.join("blobs/sha256").join(&hex);
+    assert_eq!(common::push::sha(&std::fs::read(&blob).unwrap()), layer);
+    let rootfs = work.path().join("rootfs-a");
+    stowage(&root, &["unpack", &img, rootfs.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::metadata(rootfs.join("data/blob")).unwrap().len(),
+        3 << 20
+    );
+
+    // B: a partial that was damaged (a torn write) is noticed by the digest
+    // check, and the layer is fetched again from the start.
+    let root = work.path().join("store-b");
+    let partial = killed_mid_layer(&root, &img, &hex);
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[500_000] ^= 0x55;
+    std::fs::write(&partial, &bytes).unwrap();
+    stowage(&root, &["pull", "--plain-http", "-q", &img]).ok();
+    let blob = root.join("blobs/sha256").join(&hex);
+    assert_eq!(common::push::sha(&std::fs::read(&blob).unwrap()), layer);
+    assert!(gets.load(Ordering::SeqCst) >= 5, "refetched from the start");
+    let rootfs = work.path().join("rootfs-b");
+    stowage(&root, &["unpack", &img, rootfs.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::metadata(rootfs.join("data/blob")).unwrap().len(),
+        3 << 20
+    );
+    assert_eq!(
+        std::fs::read_dir(root.join("ingest")).unwrap().count(),
+        0,
+        "the bad partial is gone"
+    );
 }

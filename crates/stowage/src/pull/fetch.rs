@@ -152,6 +152,26 @@ pub(crate) fn fetch_layer(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<FetchedLayer, PullError> {
+    match fetch_layer_from(store, open, image, job.clone(), progress, cancel, true) {
+        // A partial left by a crash can hold bytes that never reached the
+        // disk intact; it was removed, so start over once from byte 0.
+        Err(PullError::BadResume { digest }) => {
+            tracing::warn!(layer = %digest, "a resumed partial download was wrong; fetching the layer again from the start");
+            fetch_layer_from(store, open, image, job, progress, cancel, false)
+        }
+        r => r,
+    }
+}
+
+fn fetch_layer_from(
+    store: &Store,
+    open: &OpenBlob<'_>,
+    image: &str,
+    job: LayerJob,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    resume: bool,
+) -> Result<FetchedLayer, PullError> {
     let layer_err = |detail: String| PullError::Layer {
         image: image.to_string(),
         digest: job.digest.clone(),
@@ -166,18 +186,49 @@ pub(crate) fn fetch_layer(
     }
     let id = job.digest.short().to_string();
     progress.start(&id, &format!("layer {}", job.digest.short()), job.size);
-    let resp = open(&job, 0)?;
-    let reopen = |offset: u64| open(&job, offset).map_err(|e| e.to_string());
-    let ingest = if job.want_blob {
-        Some(
-            store
-                .content
-                .writer(&job.digest)
-                .map_err(|e| layer_err(e.to_string()))?,
-        )
+    // A partial download of this blob left by a stopped pull is read back
+    // through the same pipeline (the snapshot is rebuilt from it) and only
+    // the rest is fetched, with HTTP Range.
+    let (ingest, partial, have) = if job.want_blob && resume {
+        let (w, partial, have) = store
+            .content
+            .resume_writer(&job.digest, job.size)
+            .map_err(|e| layer_err(e.to_string()))?;
+        (Some(w), partial, have)
+    } else if job.want_blob {
+        let w = store
+            .content
+            .writer(&job.digest)
+            .map_err(|e| layer_err(e.to_string()))?;
+        (Some(w), None, 0)
     } else {
-        None
+        (None, None, 0)
     };
+    if have > 0 {
+        tracing::info!(layer = %job.digest, bytes = have, "resuming a partial download");
+    }
+    let resp: Box<dyn Read + '_> = if have < job.size {
+        match open(&job, have) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(w) = ingest {
+                    w.keep_for_resume();
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        Box::new(io::empty())
+    };
+    let resp: Box<dyn Read + '_> = match partial {
+        Some(f) => Box::new(
+            io::BufReader::with_capacity(1 << 20, f)
+                .take(have)
+                .chain(resp),
+        ),
+        None => resp,
+    };
+    let reopen = |offset: u64| open(&job, offset).map_err(|e| e.to_string());
     let mut src = Source {
         inner: resp,
         reopen: &reopen,
@@ -241,19 +292,29 @@ pub(crate) fn fetch_layer(
             job.size
         )));
     }
-    if let Err(e) = &drained {
-        if len < job.size {
-            return Err(layer_err(format!(
-                "download failed after {len} of {} bytes: {e}",
-                job.size
-            )));
-        }
-    }
-    if len != job.size {
-        return Err(layer_err(format!(
-            "truncated: got {len} of {} bytes",
+    let failed = match &drained {
+        Err(e) if len < job.size => Some(format!(
+            "download failed after {len} of {} bytes: {e}; run the pull again to resume",
             job.size
-        )));
+        )),
+        _ if len != job.size => Some(format!(
+            "truncated: got {len} of {} bytes; run the pull again to resume",
+            job.size
+        )),
+        _ => None,
+    };
+    if let Some(detail) = failed {
+        // What arrived is good as far as anyone can tell yet; the next
+        // pull continues from it and verifies the whole.
+        if let Some(w) = src.ingest.take() {
+            w.keep_for_resume();
+        }
+        return Err(layer_err(detail));
+    }
+    if actual != job.digest && have > 0 {
+        return Err(PullError::BadResume {
+            digest: job.digest.clone(),
+        });
     }
     if actual != job.digest {
         return Err(layer_err(format!("blob bytes hash to {actual}, not to the digest the manifest names; the registry served corrupt or tampered data, nothing was stored")));
@@ -291,6 +352,6 @@ pub(crate) fn fetch_layer(
         report,
         blob,
         recipe,
-        bytes_fetched: len,
+        bytes_fetched: len - have,
     })
 }
