@@ -954,6 +954,35 @@ fn cri_pull_follows_containerd_discard_unpacked_layers() {
     assert!(st.success(), "{log}");
 }
 
+/// Under `policy = "recipe"` a CRI pull answers once the image is usable;
+/// `serve` then starts a detached settle that drops the blobs, and the CLI
+/// on the same root sees (and can wait for) the result.
+#[test]
+fn cri_pull_under_recipe_settles_after_answering() {
+    let Some(reg) = registry() else { return };
+    let dir = scratch();
+    let s = Server::start(dir.path(), Some("[store]\npolicy = \"recipe\"\n"), &[]);
+    let image = format!("{reg}/corpus/debian-min:latest");
+    s.ok(&["pull", &image]);
+    // The background settle was started by serve and logs to the root.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.root.join("settle.log").exists() {
+        assert!(Instant::now() < deadline, "serve started no settle");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::stowage(&s.root, &["settle"]).ok();
+    let doc = common::stowage(&s.root, &["inspect", "--format", "json", &image])
+        .ok()
+        .json();
+    for l in doc["layers"].as_array().unwrap() {
+        assert_eq!(l["forms"], serde_json::json!(["snapshot", "recipe"]), "{l}");
+    }
+    let v = s.call(&["status", "--verbose", &image]);
+    assert_eq!(v["info"]["info"]["policy"], "recipe", "{v:#}");
+    let (st, log) = s.terminate();
+    assert!(st.success(), "{log}");
+}
+
 /// The socket: mode 0660, a stale socket is replaced, a live one or a
 /// non-socket is refused, SIGTERM and SIGINT exit 0 and remove it.
 #[test]
