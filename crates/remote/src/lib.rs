@@ -1,4 +1,5 @@
-//! Registry client: the OCI distribution API as seen by a puller.
+//! Registry client: the OCI distribution API as seen by a puller (and, in
+//! `push.rs`, by a pusher).
 //!
 //! For one registry it keeps a list of endpoints from containerd's
 //! `hosts.toml` tree: mirrors in file order, then the origin. Each request
@@ -14,6 +15,7 @@
 mod auth;
 pub mod dockercfg;
 pub mod hosts;
+mod push;
 mod tls;
 
 use auth::{Challenge, TokenCache};

@@ -9,6 +9,7 @@ pub mod import;
 pub mod mount;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod recipe;
 pub mod settle;
 pub mod unpack;

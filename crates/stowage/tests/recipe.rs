@@ -217,6 +217,21 @@ fn a_changed_snapshot_is_caught_not_exported() {
         r.stderr()
     );
     assert!(!file.exists(), "a wrong archive must not be left behind");
+    // Push: the registry refuses the wrong bytes; no tag points at them.
+    let dest = format!("{reg}/test/push-changed:v1");
+    let r = stowage(&root, &["push", "--plain-http", "-q", &img, &dest]).fails();
+    assert!(
+        r.stderr()
+            .contains(&doc["layers"][1]["digest"].as_str().unwrap()[..20]),
+        "{}",
+        r.stderr()
+    );
+    let status = reqwest::blocking::Client::new()
+        .head(format!("http://{reg}/v2/test/push-changed/manifests/v1"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 404, "a manifest was pushed over a bad layer");
 }
 
 /// Run `cmd args` with `input` on stdin; its stdout.

@@ -324,6 +324,45 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             };
             super::archive::export(&open(root)?, &output, &references, &opts, format)
         }
+        Command::Push {
+            reference,
+            destination,
+            platform: p,
+            all_platforms,
+            no_fetch,
+            plain_http,
+            creds,
+            quiet,
+            format,
+        } => {
+            let credentials = match creds {
+                Some(c) => Some(Credentials::parse(&c).ok_or("--creds must be USER:PASS")?),
+                None => None,
+            };
+            let opts = stowage::push::PushOptions {
+                platform: platform(&p)?,
+                all_platforms,
+                no_fetch,
+                client: ClientOptions {
+                    plain_http,
+                    credentials,
+                    user_agent: None,
+                    hosts_dir: config
+                        .registry_config_path
+                        .clone()
+                        .or_else(stowage_remote::hosts::default_dir),
+                    docker_config: stowage_remote::dockercfg::default_path(),
+                },
+            };
+            super::push::push(
+                &open(root)?,
+                &reference,
+                destination.as_deref(),
+                &opts,
+                quiet,
+                format,
+            )
+        }
         Command::Import {
             file,
             name,

@@ -6,6 +6,7 @@ mod commands;
 mod login;
 mod output;
 mod progress;
+mod push;
 mod serve;
 mod settle;
 
@@ -148,6 +149,31 @@ pub enum Command {
         /// Write only the OCI layout, no docker manifest.json.
         #[arg(long)]
         skip_manifest_json: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Push an image to a registry with its original digests, rebuilding or
+    /// re-fetching dropped blobs (checked before anything is uploaded).
+    Push {
+        /// The image in the store.
+        reference: String,
+        /// Where to push (default: the image's own name).
+        destination: Option<String>,
+        #[arg(long, conflicts_with = "all_platforms")]
+        platform: Option<String>,
+        #[arg(long)]
+        all_platforms: bool,
+        /// Never re-fetch dropped blobs from the image's origin registry.
+        #[arg(long)]
+        no_fetch: bool,
+        /// Talk plain HTTP to the destination registry.
+        #[arg(long)]
+        plain_http: bool,
+        /// Destination credentials as USER:PASS.
+        #[arg(long)]
+        creds: Option<String>,
+        #[arg(long, short)]
+        quiet: bool,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },

@@ -8,6 +8,7 @@
 //! policy that dropped it and what to do.
 
 pub mod plan;
+pub(crate) mod source;
 mod write;
 
 pub use plan::{plan_export, BlobPlan, BlobSource, ExportPlan, ImagePlan};

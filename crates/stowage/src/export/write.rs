@@ -205,50 +205,20 @@ pub fn write_archive<W: Write>(
                     continue;
                 }
                 let res = match &b.source {
-                    BlobSource::Present => {
-                        let f = store
-                            .content
-                            .open_blob(&b.digest)
-                            .map_err(|e| fail(e.to_string()))?;
-                        aw.blob(
-                            &digest,
-                            size,
-                            std::io::BufReader::with_capacity(256 * 1024, f),
-                        )
-                    }
                     BlobSource::Recompress => {
                         let f = std::fs::File::open(&temps[&b.digest].path)
                             .map_err(|e| fail(e.to_string()))?;
                         aw.blob(&digest, size, std::io::BufReader::new(f))
                     }
-                    BlobSource::Fetch => {
-                        let c = client
-                            .as_ref()
-                            .ok_or_else(|| fail("no registry client".into()))?;
-                        let r = c
-                            .fetch_blob(&repo, &b.digest)
-                            .map_err(|e| fail(format!("re-fetch {}: {e}", b.digest)))?;
-                        exported.refetched += 1;
-                        aw.blob(&digest, size, r)
-                    }
-                    BlobSource::Rebuild => {
-                        let (layer, recipe) = (b.layer.clone().unwrap(), b.recipe.clone().unwrap());
-                        let snap = store.snapshots.path(&layer.chain_id);
-                        let (reader, mut writer) =
-                            std::io::pipe().map_err(|e| fail(e.to_string()))?;
-                        let t = std::thread::spawn(move || {
-                            crate::recipe::rebuild_blob(&recipe, &snap, &mut writer)
-                        });
-                        exported.rebuilt += 1;
-                        let r = aw.blob(&digest, size, reader);
-                        let rebuilt = t.join().map_err(|_| fail("rebuild panicked".into()))?;
-                        if let Err(e) = rebuilt {
-                            return Err(fail(format!("rebuild layer {}: {e}", b.digest)));
+                    source => {
+                        match source {
+                            BlobSource::Fetch => exported.refetched += 1,
+                            BlobSource::Rebuild => exported.rebuilt += 1,
+                            _ => {}
                         }
-                        r
-                    }
-                    BlobSource::Missing { reason } => {
-                        return Err(fail(format!("{} {}: {reason}", b.kind, b.digest)))
+                        let r = super::source::open_exact(store, b, client.as_ref(), &repo)
+                            .map_err(|e| fail(format!("{} {}: {e}", b.kind, b.digest)))?;
+                        aw.blob(&digest, size, r)
                     }
                 };
                 res.map_err(|e| fail(format!("{} {}: {e}", b.kind, b.digest)))?;

@@ -1,0 +1,74 @@
+//! Opening a planned blob as a stream of its exact bytes, wherever they
+//! come from (the content store, a rebuild from snapshot + recipe, or the
+//! origin registry). Shared by export and push; the consumer verifies the
+//! digest (the archive writer hashes, a registry checks on upload).
+
+use super::plan::{BlobPlan, BlobSource};
+use std::io::{self, Read};
+use std::thread::JoinHandle;
+use stowage_remote::RegistryClient;
+use stowage_store::Store;
+
+/// A rebuild running on its own thread, read through a pipe. Its error, if
+/// any, surfaces at the end of the stream instead of as a silent short read.
+struct Rebuilding {
+    pipe: io::PipeReader,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Read for Rebuilding {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0 {
+            if let Some(t) = self.thread.take() {
+                t.join()
+                    .map_err(|_| io::Error::other("rebuild panicked"))??;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Where the bytes of `b` come from, as a stream; `Missing` and
+/// `Recompress` have no exact bytes and are refused.
+pub(crate) fn open_exact(
+    store: &Store,
+    b: &BlobPlan,
+    client: Option<&RegistryClient>,
+    repository: &str,
+) -> Result<Box<dyn Read + Send>, String> {
+    match &b.source {
+        BlobSource::Present => {
+            let f = store
+                .content
+                .open_blob(&b.digest)
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+        }
+        BlobSource::Fetch => {
+            let c = client.ok_or("no registry client for the image's origin")?;
+            let r = c
+                .fetch_blob(repository, &b.digest)
+                .map_err(|e| format!("re-fetch: {e}"))?;
+            Ok(Box::new(r))
+        }
+        BlobSource::Rebuild => {
+            let (layer, recipe) = match (&b.layer, &b.recipe) {
+                (Some(l), Some(r)) => (l.clone(), r.clone()),
+                _ => return Err("no recipe planned for this blob".into()),
+            };
+            let snap = store.snapshots.path(&layer.chain_id);
+            let (pipe, mut writer) = io::pipe().map_err(|e| e.to_string())?;
+            let thread = std::thread::spawn(move || {
+                crate::recipe::rebuild_blob(&recipe, &snap, &mut writer)
+                    .map_err(|e| io::Error::other(format!("rebuild: {e}")))
+            });
+            Ok(Box::new(Rebuilding {
+                pipe,
+                thread: Some(thread),
+            }))
+        }
+        BlobSource::Recompress => Err("only a recompressed copy (new digest) exists".into()),
+        BlobSource::Missing { reason } => Err(reason.clone()),
+    }
+}
