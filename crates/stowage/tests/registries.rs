@@ -1005,6 +1005,31 @@ fn bearer_tokens_from_a_token_service() {
         .run(&w.path().join("store-login"), &docker)
         .ok();
     assert_eq!(r.stdout().trim(), w.digest);
+
+    // Push asks for the push scope; anonymous pushes are refused clearly.
+    let dest = format!("{}/test/img-pushed:v1", reg.addr);
+    let nobody = w.docker_dir("docker-push-anon");
+    let r = cmd(&["push", "--plain-http", "-q", &img, &dest])
+        .run(&w.path().join("store-ok"), &nobody)
+        .fails();
+    let err = r.stderr();
+    eprintln!("--- expected failure:\n{err}");
+    assert!(
+        err.contains("unauthorized") && err.contains("test/img-pushed"),
+        "{err}"
+    );
+    let r = cmd(&["push", "--plain-http", "-q", "--creds", &creds, &img, &dest])
+        .run(&w.path().join("store-ok"), &nobody)
+        .ok();
+    assert_eq!(r.stdout().trim(), w.digest);
+    assert_no_secret(&r, &[PASS]);
+    assert!(ts.log.lock().unwrap().iter().any(|l| l
+        == &format!("scope=repository:test/img-pushed:pull,push service={SERVICE} user={USER}")));
+    // What was pushed pulls back with the same digest.
+    let r = cmd(&["pull", "--plain-http", "-q", "--creds", &creds, &dest])
+        .run(&w.path().join("store-pushed"), &nobody)
+        .ok();
+    assert_eq!(r.stdout().trim(), w.digest);
 }
 
 // ---------------------------------------------------------------------------
