@@ -143,7 +143,7 @@ impl Candidate {
 
 struct Analyzer<W: Write> {
     out: W,
-    crc: flate2::Crc,
+    crc: crc32fast::Hasher,
     meta: Vec<u8>,
     meta_packer: Packer,
     tok_packer: Packer,
@@ -465,7 +465,7 @@ pub fn analyze_with<R: Read, W: Write>(
     let mut br = BitReader::new(gz);
     let mut a = Analyzer {
         out: plain_out,
-        crc: flate2::Crc::new(),
+        crc: crc32fast::Hasher::new(),
         meta: Vec::new(),
         meta_packer: Packer::default(),
         tok_packer: Packer::default(),
@@ -504,7 +504,7 @@ pub fn analyze_with<R: Read, W: Write>(
             a.meta.push(recipe::TAG_MEMBER);
             varint::put(&mut a.meta, hdr.len() as u64);
             a.meta.extend_from_slice(&hdr);
-            a.crc.reset();
+            a.crc = crc32fast::Hasher::new();
             a.pos = 0;
             let before = a.total;
             Inflater::new().run(&mut br, &mut a)?;
@@ -521,8 +521,9 @@ pub fn analyze_with<R: Read, W: Write>(
                 });
             }
             let mut want = [0u8; 8];
-            want[..4].copy_from_slice(&a.crc.sum().to_le_bytes());
-            want[4..].copy_from_slice(&(a.crc.amount()).to_le_bytes());
+            let crc = std::mem::take(&mut a.crc).finalize();
+            want[..4].copy_from_slice(&crc.to_le_bytes());
+            want[4..].copy_from_slice(&((a.total - before) as u32).to_le_bytes());
             if trailer == want {
                 a.meta.push(0);
             } else {

@@ -21,7 +21,7 @@ struct Plain<'a, R: Read> {
     base: u64,
     /// Member plaintext length.
     end: u64,
-    crc: flate2::Crc,
+    crc: crc32fast::Hasher,
 }
 
 impl<R: Read> Plain<'_, R> {
@@ -329,7 +329,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                         buf: Vec::new(),
                         base: 0,
                         end: len,
-                        crc: flate2::Crc::new(),
+                        crc: crc32fast::Hasher::new(),
                     },
                     model: recipe.model.build(),
                     dec: DiffDecoder::default(),
@@ -406,12 +406,12 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                     ));
                 }
                 toks.plain.ensure(len)?;
-                let crc = toks.plain.crc;
+                let crc = toks.plain.crc.finalize();
                 bw.align(meta.u8()? as u32);
                 match meta.u8()? {
                     0 => {
-                        bw.bytes(&crc.sum().to_le_bytes())?;
-                        bw.bytes(&crc.amount().to_le_bytes())?;
+                        bw.bytes(&crc.to_le_bytes())?;
+                        bw.bytes(&(len as u32).to_le_bytes())?;
                     }
                     1 => bw.bytes(&meta.bytes(8)?)?,
                     _ => return Err(RecipeError::recipe("bad trailer record")),
