@@ -7,6 +7,7 @@ pub mod export;
 pub mod image;
 pub mod import;
 pub mod mount;
+pub mod peer;
 pub mod progress;
 pub mod pull;
 pub mod push;

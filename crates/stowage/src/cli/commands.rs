@@ -298,7 +298,15 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
         Command::Serve {
             cri_socket,
             plain_http_registry,
-        } => super::serve::run(root, config, cri_socket, plain_http_registry),
+            registry_addr,
+            pull_through,
+        } => super::serve::run(
+            root,
+            config,
+            cri_socket,
+            plain_http_registry,
+            registry_addr.map(|a| (a, pull_through)),
+        ),
         Command::Login {
             registry,
             username,

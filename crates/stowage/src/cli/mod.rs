@@ -5,6 +5,7 @@ mod archive;
 mod commands;
 mod login;
 mod output;
+mod peer;
 mod progress;
 mod push;
 mod serve;
@@ -237,6 +238,14 @@ pub enum Command {
         /// Registry (HOST or HOST:PORT) to pull from in plain HTTP; loopback registries always are. Repeatable.
         #[arg(long = "plain-http-registry", value_name = "HOST[:PORT]")]
         plain_http_registry: Vec<String>,
+        /// Also serve the store to peers as a read-only OCI registry on this address
+        /// (name it as a mirror in their hosts.toml). Plain HTTP, no auth: a trusted network.
+        #[arg(long, value_name = "IP:PORT")]
+        registry_addr: Option<std::net::SocketAddr>,
+        /// On the registry endpoint, pull an image the store lacks from the registry
+        /// the client names (`?ns=`), then serve it.
+        #[arg(long, requires = "registry_addr")]
+        pull_through: bool,
     },
 }
 

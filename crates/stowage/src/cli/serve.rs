@@ -167,8 +167,32 @@ pub fn run(
     config: &Config,
     cri_socket: Option<PathBuf>,
     plain_http_registry: Vec<String>,
+    registry: Option<(std::net::SocketAddr, bool)>,
 ) -> Result<(), String> {
-    let store = Store::open(root).map_err(|e| e.to_string())?;
+    let store = Arc::new(Store::open(root).map_err(|e| e.to_string())?);
+    if let Some((addr, pull_through)) = registry {
+        let pull_through = pull_through.then(|| PullOptions {
+            policy: config.policy,
+            max_concurrent: config.max_concurrent_downloads,
+            recipe_max_ratio: config.recipe_max_ratio,
+            // The origin itself: this node may well be named as a mirror
+            // in its own hosts.toml, and must not ask itself.
+            client: ClientOptions {
+                docker_config: stowage_remote::dockercfg::default_path(),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let local = super::peer::start(
+            addr,
+            super::peer::PeerSource {
+                store: store.clone(),
+                pull_through,
+                plain_http_registries: plain_http_registry.clone(),
+            },
+        )?;
+        eprintln!("stowage: registry endpoint on http://{local}");
+    }
     let opts = ServeOptions {
         socket: cri_socket.unwrap_or_else(|| config.cri_socket.clone()),
         pull_progress_timeout: config.image_pull_progress_timeout,
@@ -185,5 +209,5 @@ pub fn run(
             .or_else(stowage_remote::hosts::default_dir),
         plain_http_registries: plain_http_registry,
     };
-    stowage_cri::serve(Arc::new(store), Arc::new(backend), opts).map_err(|e| e.to_string())
+    stowage_cri::serve(store, Arc::new(backend), opts).map_err(|e| e.to_string())
 }
