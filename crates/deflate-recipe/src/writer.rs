@@ -7,7 +7,7 @@ use crate::error::{RecipeError, Result};
 use crate::huffman::{
     codes, dist_code, fixed_dist_lengths, fixed_lit_lengths, CL_ORDER, DIST_BASE, DIST_EXTRA,
 };
-use crate::tokens::{len_symbol, BlockHead, BlockKind, DynHeader, Token};
+use crate::tokens::{len_symbol, BlockHead, BlockKind, DynHeader, Token, IRREGULAR_258};
 
 /// Precomputed code tables for one block.
 struct Codes {
@@ -98,31 +98,52 @@ fn write_dyn_header<W: Write>(bw: &mut BitWriter<W>, h: &DynHeader) -> Result<()
 
 fn write_tokens<W: Write>(bw: &mut BitWriter<W>, c: &Codes, tokens: &[Token]) -> Result<()> {
     let missing = || RecipeError::mismatch("token has no code in the block's tables");
+    // Per-block tables of (bits, bit count), count 0 = no code: literals by
+    // byte, lengths by raw length with their extra bits folded in, and
+    // distance codes (≤ 15 + 5 and 15 + 13 bits: one `put` each).
+    let mut lit = [(0u32, 0u32); 256];
+    for (s, e) in lit.iter_mut().enumerate() {
+        *e = (c.lit_code[s] as u32, c.lit_len[s] as u32);
+    }
+    let mut len = [(0u32, 0u32); IRREGULAR_258 as usize + 1];
+    for (l, e) in len.iter_mut().enumerate().skip(3) {
+        let (lc, extra, ebits) = len_symbol(l as u16);
+        let s = 257 + lc;
+        let n = *c.lit_len.get(s).unwrap_or(&0) as u32;
+        if n > 0 {
+            *e = (c.lit_code[s] as u32 | extra << n, n + ebits);
+        }
+    }
+    let mut dist = [(0u32, 0u32); 30];
+    for (dc, e) in dist.iter_mut().enumerate() {
+        let n = *c.dist_len.get(dc).unwrap_or(&0) as u32;
+        if n > 0 {
+            *e = (c.dist_code[dc] as u32, n);
+        }
+    }
     for &t in tokens {
         if t.is_lit() {
-            let s = t.raw_len() as usize;
-            let l = c.lit_len[s] as u32;
-            if l == 0 {
+            let (b, n) = lit[t.raw_len() as usize & 0xff];
+            if n == 0 {
                 return Err(missing());
             }
-            bw.put(c.lit_code[s] as u32, l);
+            bw.put(b, n);
         } else {
-            let (lc, extra, ebits) = len_symbol(t.raw_len());
-            let s = 257 + lc;
-            let l = *c.lit_len.get(s).unwrap_or(&0) as u32;
-            if l == 0 {
+            let (b, n) = *len.get(t.raw_len() as usize).unwrap_or(&(0, 0));
+            if n == 0 {
                 return Err(missing());
             }
-            bw.put(c.lit_code[s] as u32, l);
-            bw.put(extra, ebits);
+            bw.put(b, n);
             let d = t.dist();
             let dc = dist_code(d);
-            let l = *c.dist_len.get(dc).unwrap_or(&0) as u32;
-            if l == 0 {
+            let (b, n) = *dist.get(dc).unwrap_or(&(0, 0));
+            if n == 0 {
                 return Err(missing());
             }
-            bw.put(c.dist_code[dc] as u32, l);
-            bw.put((d - DIST_BASE[dc]) as u32, DIST_EXTRA[dc] as u32);
+            bw.put(
+                b | ((d - DIST_BASE[dc]) as u32) << n,
+                n + DIST_EXTRA[dc] as u32,
+            );
         }
         bw.maybe_flush()?;
     }

@@ -76,7 +76,7 @@ impl GoFastModel {
     fn match_len(&self, s: i32, t: i32, src: &[u8]) -> i32 {
         let s1 = (s as usize + 258 - 4).min(src.len());
         let a = &src[s as usize..s1];
-        let count = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count() as i32;
+        let count = |a: &[u8], b: &[u8]| super::zlib::common_prefix(a, b) as i32;
         if t >= 0 {
             return count(a, &src[t as usize..]);
         }
