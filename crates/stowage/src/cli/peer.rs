@@ -1,4 +1,4 @@
-//! The registry endpoint of `stowage serve` (crate `stowage-distribution`)
+//! The registry endpoint of `stowage serve` (crate `stowage-registry`)
 //! over this store: the bridge, as `serve.rs` is for the CRI. With
 //! `--pull-through`, a manifest asked for under a registry (`?ns=`, as
 //! containerd sends to mirrors) that the store lacks is pulled first.
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use stowage::peer::{self, PeerMiss};
 use stowage::pull::{pull, PullOptions};
 use stowage::Store;
-use stowage_distribution::{Blob, Manifest, Source, SourceError};
 use stowage_oci::{Digest, Reference};
+use stowage_registry::{Blob, Manifest, Source, SourceError};
 
 pub struct PeerSource {
     pub store: Arc<Store>,
@@ -95,7 +95,7 @@ pub fn start(addr: SocketAddr, source: PeerSource) -> Result<SocketAddr, String>
         .build()
         .map_err(|e| format!("registry endpoint: cannot start the async runtime: {e}"))?;
     let (local, server) = runtime
-        .block_on(stowage_distribution::bind(addr, Arc::new(source)))
+        .block_on(stowage_registry::bind(addr, Arc::new(source)))
         .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("stowage-registry".into())
