@@ -38,13 +38,20 @@ pub(crate) fn open_exact(
     repository: &str,
 ) -> Result<Box<dyn Read + Send>, String> {
     match &b.source {
-        BlobSource::Present => {
-            let f = store
-                .content
-                .open_blob(&b.digest)
-                .map_err(|e| e.to_string())?;
-            Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
-        }
+        BlobSource::Present => match store.content.open_blob(&b.digest) {
+            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f))),
+            // A settle dropped it since the plan was made (it does so only
+            // after proving the recipe): rebuild instead.
+            Err(e) => match (&b.layer, super::plan::layer_recipe(store, &b.digest)) {
+                (Some(l), Some(r)) if r.rebuilds_blob() && store.snapshots.exists(&l.chain_id) => {
+                    let mut again = b.clone();
+                    again.source = BlobSource::Rebuild;
+                    again.recipe = Some(r);
+                    open_exact(store, &again, client, repository)
+                }
+                _ => Err(e.to_string()),
+            },
+        },
         BlobSource::Fetch => {
             let c = client.ok_or("no registry client for the image's origin")?;
             let r = c
