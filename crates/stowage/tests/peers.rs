@@ -6,7 +6,7 @@
 mod common;
 use common::containerd::Containerd;
 use common::proxy::{self, Fault};
-use common::{registry, scratch, sh, stowage};
+use common::{manifest_digest, pull_as_recipes, registry, scratch, sh, stowage};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,18 +74,6 @@ fn hosts(dir: &Path, registry: &str, mirror: &str) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn registry_digest(reg: &str, repo: &str) -> String {
-    let r = reqwest::blocking::Client::new()
-        .head(format!("http://{reg}/v2/{repo}/manifests/latest"))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap();
-    r.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn a_store_of_recipes_serves_exact_blobs_to_containerd_and_skopeo() {
     let Some(reg) = registry() else { return };
@@ -101,26 +89,7 @@ fn a_store_of_recipes_serves_exact_blobs_to_containerd_and_skopeo() {
     });
     let img = format!("{}/corpus/debian-min:latest", p.addr);
     let root = work.path().join("store");
-    stowage(
-        &root,
-        &[
-            "pull",
-            "--plain-http",
-            "-q",
-            "--policy",
-            "recipe",
-            "--settle",
-            "now",
-            &img,
-        ],
-    )
-    .ok();
-    let doc = stowage(&root, &["inspect", "--format", "json", &img])
-        .ok()
-        .json();
-    for l in doc["layers"].as_array().unwrap() {
-        assert_eq!(l["forms"], serde_json::json!(["snapshot", "recipe"]), "{l}");
-    }
+    let doc = pull_as_recipes(&root, &img);
     let peer = Peer::start(&work.path().join("peer"), &root, &[]);
     let before = layer_gets.load(Ordering::SeqCst);
 
@@ -140,7 +109,7 @@ fn a_store_of_recipes_serves_exact_blobs_to_containerd_and_skopeo() {
         "containerd fetched blobs from the origin, not the peer"
     );
     let listed = String::from_utf8(c.ctr(&["images", "ls"]).stdout).unwrap();
-    let want = registry_digest(&reg, "corpus/debian-min");
+    let want = manifest_digest(&reg, "corpus/debian-min", "latest").unwrap();
     assert!(listed.contains(&want), "{listed}");
     // ...and can export it (its blobs are all there, with their digests).
     let tar = work.path().join("ctr.tar");
@@ -220,7 +189,7 @@ fn pull_through_fills_the_peer_and_serves_the_origin_digest() {
     .ok();
     assert_eq!(
         out.stdout().trim(),
-        registry_digest(&reg, "corpus/many-small")
+        manifest_digest(&reg, "corpus/many-small", "latest").unwrap()
     );
     // The peer pulled it through and keeps it.
     let names = stowage(&peer_root, &["images", "-q"]).ok().stdout();

@@ -3,27 +3,7 @@
 //! reading the result back.
 
 mod common;
-use common::{registry, scratch, sh, stowage};
-
-fn manifest_digest(reg: &str, repo: &str, tag: &str) -> Option<String> {
-    let r = reqwest::blocking::Client::new()
-        .head(format!("http://{reg}/v2/{repo}/manifests/{tag}"))
-        .header(
-            "accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap();
-    if r.status() == 404 {
-        return None;
-    }
-    Some(
-        r.headers()["docker-content-digest"]
-            .to_str()
-            .unwrap()
-            .to_string(),
-    )
-}
+use common::{manifest_digest, pull_as_recipes, registry, scratch, sh, stowage};
 
 #[test]
 fn push_from_recipes_keeps_every_digest_and_skopeo_reads_it() {
@@ -31,24 +11,9 @@ fn push_from_recipes_keeps_every_digest_and_skopeo_reads_it() {
     let work = scratch();
     let root = work.path().join("store");
     let src = format!("{reg}/corpus/debian-min:latest");
-    let pull = [
-        "pull",
-        "--plain-http",
-        "-q",
-        "--policy",
-        "recipe",
-        "--settle",
-        "now",
-        &src,
-    ];
-    stowage(&root, &pull).ok();
-    let doc = stowage(&root, &["inspect", "--format", "json", &src])
-        .ok()
-        .json();
-    for l in doc["layers"].as_array().unwrap() {
-        assert_eq!(l["forms"], serde_json::json!(["snapshot", "recipe"]), "{l}");
-    }
-    let dest = format!("{reg}/test/push-recipe:v1");
+    let doc = pull_as_recipes(&root, &src);
+    let repo = common::fresh_repo("test/push-recipe");
+    let dest = format!("{reg}/{repo}:v1");
     let out = stowage(
         &root,
         &["push", "--plain-http", "--format", "json", &src, &dest],
@@ -59,7 +24,7 @@ fn push_from_recipes_keeps_every_digest_and_skopeo_reads_it() {
     assert_eq!(out["refetched"], 0, "{out}");
     let want = manifest_digest(&reg, "corpus/debian-min", "latest").unwrap();
     assert_eq!(
-        manifest_digest(&reg, "test/push-recipe", "v1").as_deref(),
+        manifest_digest(&reg, &repo, "v1").as_deref(),
         Some(want.as_str())
     );
     // skopeo copies it (verifying every blob digest) into an OCI layout.
@@ -101,10 +66,11 @@ fn push_of_a_discarded_image_refetches_or_fails_before_uploading() {
         &["pull", "--plain-http", "-q", "--policy", "discard", &src],
     )
     .ok();
-    let dest = format!("{reg}/test/push-discard:v1");
+    let repo = common::fresh_repo("test/push-discard");
+    let dest = format!("{reg}/{repo}:v1");
     let r = stowage(&root, &["push", "--plain-http", "--no-fetch", &src, &dest]).fails();
     assert!(r.stderr().contains("discard"), "{}", r.stderr());
-    assert_eq!(manifest_digest(&reg, "test/push-discard", "v1"), None);
+    assert_eq!(manifest_digest(&reg, &repo, "v1"), None);
     let out = stowage(
         &root,
         &["push", "--plain-http", "--format", "json", &src, &dest],
@@ -113,7 +79,7 @@ fn push_of_a_discarded_image_refetches_or_fails_before_uploading() {
     .json();
     assert!(out["refetched"].as_u64().unwrap() >= 1, "{out}");
     assert_eq!(
-        manifest_digest(&reg, "test/push-discard", "v1"),
+        manifest_digest(&reg, &repo, "v1"),
         manifest_digest(&reg, "corpus/many-small", "latest")
     );
 }

@@ -5,21 +5,6 @@ mod common;
 use common::push::sha;
 use common::{registry, scratch, sh, stowage};
 
-fn registry_manifest_digest(reg: &str, repo: &str, tag: &str) -> String {
-    let r = reqwest::blocking::Client::new()
-        .head(format!("http://{reg}/v2/{repo}/manifests/{tag}"))
-        .header(
-            "accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
-        )
-        .send()
-        .unwrap();
-    r.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn recipe_policy_drops_blobs_and_exports_them_exactly_offline() {
     let Some(reg) = registry() else { return };
@@ -106,7 +91,10 @@ fn recipe_policy_drops_blobs_and_exports_them_exactly_offline() {
             ],
         )
         .stdout;
-        assert_eq!(sha(&raw), registry_manifest_digest(&reg, repo, "latest"));
+        assert_eq!(
+            sha(&raw),
+            common::manifest_digest(&reg, repo, "latest").unwrap()
+        );
         // Every layer blob in the archive is the registry's, byte for byte.
         let layout = work
             .path()
@@ -180,23 +168,7 @@ fn a_changed_snapshot_is_caught_not_exported() {
     let work = scratch();
     let root = work.path().join("store");
     let img = format!("{reg}/corpus/debian-min:latest");
-    stowage(
-        &root,
-        &[
-            "pull",
-            "--plain-http",
-            "-q",
-            "--policy",
-            "recipe",
-            "--settle",
-            "now",
-            &img,
-        ],
-    )
-    .ok();
-    let doc = stowage(&root, &["inspect", "--format", "json", &img])
-        .ok()
-        .json();
+    let doc = common::pull_as_recipes(&root, &img);
     let chain = doc["layers"][1]["chainID"].as_str().unwrap()[7..].to_string();
     let snap = root.join("snapshots").join(chain).join("fs");
     // Same size, other bytes: only the digest check can notice.
@@ -218,7 +190,8 @@ fn a_changed_snapshot_is_caught_not_exported() {
     );
     assert!(!file.exists(), "a wrong archive must not be left behind");
     // Push: the registry refuses the wrong bytes; no tag points at them.
-    let dest = format!("{reg}/test/push-changed:v1");
+    let repo = common::fresh_repo("test/push-changed");
+    let dest = format!("{reg}/{repo}:v1");
     let r = stowage(&root, &["push", "--plain-http", "-q", &img, &dest]).fails();
     assert!(
         r.stderr()
@@ -227,7 +200,7 @@ fn a_changed_snapshot_is_caught_not_exported() {
         r.stderr()
     );
     let status = reqwest::blocking::Client::new()
-        .head(format!("http://{reg}/v2/test/push-changed/manifests/v1"))
+        .head(format!("http://{reg}/v2/{repo}/manifests/v1"))
         .send()
         .unwrap()
         .status();

@@ -25,6 +25,29 @@ fn platform(p: &Option<String>) -> Result<Option<Platform>> {
         .transpose()
 }
 
+/// How the CLI reaches a registry: `--plain-http`, `--creds`, the hosts.toml
+/// tree and docker's config.json.
+fn client_options(
+    config: &Config,
+    plain_http: bool,
+    creds: Option<String>,
+) -> Result<ClientOptions> {
+    let credentials = match creds {
+        Some(c) => Some(Credentials::parse(&c).ok_or("--creds must be USER:PASS")?),
+        None => None,
+    };
+    Ok(ClientOptions {
+        plain_http,
+        credentials,
+        user_agent: None,
+        hosts_dir: config
+            .registry_config_path
+            .clone()
+            .or_else(stowage_remote::hosts::default_dir),
+        docker_config: stowage_remote::dockercfg::default_path(),
+    })
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!(
         "{}",
@@ -54,25 +77,12 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 Some(p) => p.parse::<Policy>()?,
                 None => config.policy,
             };
-            let credentials = match creds {
-                Some(c) => Some(Credentials::parse(&c).ok_or("--creds must be USER:PASS")?),
-                None => None,
-            };
             let opts = PullOptions {
                 platform: platform(&p)?,
                 all_platforms,
                 policy,
                 max_concurrent: max_concurrent.unwrap_or(config.max_concurrent_downloads),
-                client: ClientOptions {
-                    plain_http,
-                    credentials,
-                    user_agent: None,
-                    hosts_dir: config
-                        .registry_config_path
-                        .clone()
-                        .or_else(stowage_remote::hosts::default_dir),
-                    docker_config: stowage_remote::dockercfg::default_path(),
-                },
+                client: client_options(config, plain_http, creds)?,
                 recipe_max_ratio: config.recipe_max_ratio,
                 settle_now: settle == SettleMode::Now,
             };
@@ -343,24 +353,11 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             quiet,
             format,
         } => {
-            let credentials = match creds {
-                Some(c) => Some(Credentials::parse(&c).ok_or("--creds must be USER:PASS")?),
-                None => None,
-            };
             let opts = stowage::push::PushOptions {
                 platform: platform(&p)?,
                 all_platforms,
                 no_fetch,
-                client: ClientOptions {
-                    plain_http,
-                    credentials,
-                    user_agent: None,
-                    hosts_dir: config
-                        .registry_config_path
-                        .clone()
-                        .or_else(stowage_remote::hosts::default_dir),
-                    docker_config: stowage_remote::dockercfg::default_path(),
-                },
+                client: client_options(config, plain_http, creds)?,
             };
             super::push::push(
                 &open(root)?,

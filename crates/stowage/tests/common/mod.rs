@@ -362,3 +362,59 @@ pub fn open_layer(blob: &Path, media_type: &str) -> Box<dyn std::io::Read> {
         Box::new(f)
     }
 }
+
+/// The manifest digest the registry serves for `repo:tag`; `None` when it has none.
+pub fn manifest_digest(reg: &str, repo: &str, tag: &str) -> Option<String> {
+    let r = reqwest::blocking::Client::new()
+        .head(format!("http://{reg}/v2/{repo}/manifests/{tag}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap();
+    if r.status() == 404 {
+        return None;
+    }
+    Some(
+        r.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// Pull `img` under `--policy recipe --settle now`, check every layer is
+/// kept as snapshot + recipe, and return `inspect --format json`.
+pub fn pull_as_recipes(root: &Path, img: &str) -> serde_json::Value {
+    stowage(
+        root,
+        &[
+            "pull",
+            "--plain-http",
+            "-q",
+            "--policy",
+            "recipe",
+            "--settle",
+            "now",
+            img,
+        ],
+    )
+    .ok();
+    let doc = stowage(root, &["inspect", "--format", "json", img])
+        .ok()
+        .json();
+    for l in doc["layers"].as_array().unwrap() {
+        assert_eq!(l["forms"], serde_json::json!(["snapshot", "recipe"]), "{l}");
+    }
+    doc
+}
+
+/// A repository name no earlier run used (the test registry keeps its data).
+pub fn fresh_repo(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
