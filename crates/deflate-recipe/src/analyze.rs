@@ -20,7 +20,7 @@ use crate::varint;
 /// Plaintext offsets at which candidates clearly worse than the best are
 /// dropped (candidates that still tie keep running: e.g. pgzip block sizes
 /// only differ once the smaller block ends).
-const PRUNE_AT: [u64; 4] = [128 << 10, 256 << 10, 512 << 10, 1 << 20];
+const PRUNE_AT: [u64; 6] = [32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20];
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
 
