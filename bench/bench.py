@@ -872,6 +872,11 @@ Ratios are stowage / containerd: below 1× stowage is faster, smaller or lighter
   median `keep` pull time.
 - Raw numbers of the last run (every pass, every measured value): `{b.state}/last-run.json`.
 """
+    # Where stowage is behind and why: written by people from a run's numbers
+    # (bench/analysis.md names the run it reads), kept across re-runs.
+    analysis = HERE / "analysis.md"
+    if analysis.exists():
+        md += "\n" + analysis.read_text()
     if a.write:
         Path(a.write).write_text(md)
         log(f"wrote {a.write}")

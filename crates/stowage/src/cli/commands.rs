@@ -389,6 +389,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             background,
             retry,
             max_ratio,
+            jobs,
             quiet,
             format,
         } => super::settle::run(
@@ -397,6 +398,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             background,
             retry,
             max_ratio.unwrap_or(config.recipe_max_ratio),
+            jobs,
             quiet,
             format,
         ),

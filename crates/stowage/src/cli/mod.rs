@@ -93,6 +93,9 @@ pub enum Command {
         /// Keep a blob whose recipe is larger than this share of it (default recipe_max_ratio).
         #[arg(long)]
         max_ratio: Option<f64>,
+        /// Layers analysed at once (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
         #[arg(long, short)]
         quiet: bool,
         #[arg(long, value_enum, default_value_t)]

@@ -77,6 +77,7 @@ pub fn run(
     background: bool,
     retry: bool,
     max_ratio: f64,
+    jobs: Option<usize>,
     quiet: bool,
     format: Format,
 ) -> Result<(), String> {
@@ -94,12 +95,15 @@ pub fn run(
         }
         Some(set)
     };
-    let opts = SettleOptions {
+    let mut opts = SettleOptions {
         max_ratio,
         retry,
         only,
         ..Default::default()
     };
+    if let Some(j) = jobs {
+        opts.jobs = j.max(1);
+    }
     let outcomes = if background {
         match settle_background(store, &opts).map_err(|e| e.to_string())? {
             Some(o) => o,
