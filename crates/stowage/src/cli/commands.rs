@@ -392,16 +392,17 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
             jobs,
             quiet,
             format,
-        } => super::settle::run(
-            &open(root)?,
-            &references,
-            background,
-            retry,
-            max_ratio.unwrap_or(config.recipe_max_ratio),
-            jobs,
-            quiet,
-            format,
-        ),
+        } => {
+            let mut opts = stowage::settle::SettleOptions {
+                max_ratio: max_ratio.unwrap_or(config.recipe_max_ratio),
+                retry,
+                ..Default::default()
+            };
+            if let Some(j) = jobs {
+                opts.jobs = j.max(1);
+            }
+            super::settle::run(&open(root)?, &references, background, opts, quiet, format)
+        }
         Command::Gc { format } => super::archive::gc(&open(root)?, format),
         Command::Du { format } => super::archive::du(&open(root)?, format),
         Command::Check {

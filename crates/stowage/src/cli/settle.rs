@@ -71,19 +71,16 @@ pub fn spawn_background(root: &Path, max_ratio: f64) {
     }
 }
 
+/// `stowage settle`: `opts.only` is filled from `references` here.
 pub fn run(
     store: &Store,
     references: &[String],
     background: bool,
-    retry: bool,
-    max_ratio: f64,
-    jobs: Option<usize>,
+    mut opts: SettleOptions,
     quiet: bool,
     format: Format,
 ) -> Result<(), String> {
-    let only = if references.is_empty() {
-        None
-    } else {
+    if !references.is_empty() {
         let mut set = std::collections::HashSet::new();
         for r in references {
             let img = find_image(store, r).map_err(|e| e.to_string())?;
@@ -93,16 +90,7 @@ pub fn run(
                     .map(|l| l.digest),
             );
         }
-        Some(set)
-    };
-    let mut opts = SettleOptions {
-        max_ratio,
-        retry,
-        only,
-        ..Default::default()
-    };
-    if let Some(j) = jobs {
-        opts.jobs = j.max(1);
+        opts.only = Some(set);
     }
     let outcomes = if background {
         match settle_background(store, &opts).map_err(|e| e.to_string())? {
