@@ -159,6 +159,10 @@ fn zstd_layers_keep_their_blob_and_say_why() {
                 .contains(&serde_json::json!("blob")),
             "{l}"
         );
+        assert!(
+            l["blobKeptBecause"].as_str().unwrap_or("").contains("zstd"),
+            "{l}"
+        );
     }
 }
 

@@ -169,6 +169,16 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                     .meta
                     .dropped_reason(&l.digest, "blob")
                     .map_err(|e| e.to_string())?;
+                // Why a `recipe` image still keeps this blob (zstd, a failed
+                // proof, a recipe over recipe_max_ratio), when settled.
+                let no_recipe = if has_blob {
+                    store
+                        .meta
+                        .dropped_reason(&l.digest, "recipe")
+                        .map_err(|e| e.to_string())?
+                } else {
+                    None
+                };
                 let mut kept = Vec::new();
                 if has_blob {
                     kept.push("blob");
@@ -187,7 +197,7 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                 layers.push(json!({
                     "digest": l.digest, "mediaType": l.media_type, "size": l.size,
                     "diffID": l.diff_id, "chainID": l.chain_id, "forms": kept,
-                    "blobDropped": dropped,
+                    "blobDropped": dropped, "blobKeptBecause": no_recipe,
                 }));
             }
             let manifest: serde_json::Value =
@@ -249,6 +259,14 @@ pub fn dispatch(cmd: Command, root: &Path, config: &Config) -> Result<()> {
                             })
                             .collect::<Vec<_>>(),
                     );
+                    for l in &layers {
+                        if let Some(why) = l["blobKeptBecause"].as_str() {
+                            println!(
+                                "  {}: blob kept: {why}",
+                                &l["digest"].as_str().unwrap_or("")[..19]
+                            );
+                        }
+                    }
                     Ok(())
                 }
             }

@@ -112,13 +112,39 @@ pub fn run(
     }
     if !quiet {
         print_outcomes(&outcomes);
+        print_state(store);
     }
     Ok(())
 }
 
+/// Where every layer of the `recipe` images stands, whoever settled it
+/// (this command, or a background settle it waited for).
+fn print_state(store: &Store) {
+    let Ok(images) = store.meta.images() else {
+        return;
+    };
+    let (mut recipes, mut blobs) = (0, 0);
+    let mut seen = std::collections::HashSet::new();
+    for img in images.iter().filter(|i| i.policy == "recipe") {
+        for l in image_layers(store, &img.digest) {
+            if !seen.insert(l.digest.clone()) {
+                continue;
+            }
+            if store.content.contains(&l.digest) {
+                blobs += 1;
+            } else {
+                recipes += 1;
+            }
+        }
+    }
+    eprintln!(
+        "layers of images under policy recipe: {recipes} kept as snapshot + recipe, {blobs} keeping their blob{}",
+        if blobs > 0 { " (`stowage inspect IMAGE` says why)" } else { "" }
+    );
+}
+
 fn print_outcomes(outcomes: &[RecipeOutcome]) {
     if outcomes.is_empty() {
-        eprintln!("nothing to settle");
         return;
     }
     let (mut saved, mut dropped) = (0, 0);
