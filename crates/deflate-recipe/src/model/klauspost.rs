@@ -96,6 +96,30 @@ pub(super) fn add_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> i32 {
     s
 }
 
+/// Renormalise table offsets as klauspost does when `cur` grows too large.
+pub(super) fn renorm(cur: &mut i32, hist_len: usize, tables: &mut [&mut [i32]]) {
+    while *cur >= BUFFER_RESET {
+        if hist_len == 0 {
+            for t in tables.iter_mut() {
+                t.fill(0);
+            }
+            *cur = MAX_MATCH_OFFSET;
+            break;
+        }
+        let min_off = *cur + hist_len as i32 - MAX_MATCH_OFFSET;
+        for t in tables.iter_mut() {
+            for v in t.iter_mut() {
+                *v = if *v <= min_off {
+                    0
+                } else {
+                    *v - *cur + MAX_MATCH_OFFSET
+                };
+            }
+        }
+        *cur = MAX_MATCH_OFFSET;
+    }
+}
+
 /// Level 5/6 fast encoder state.
 struct FastL5 {
     l6: bool,

@@ -4,7 +4,7 @@
 //! (compress v1.15.12).
 
 use super::klauspost::{
-    add_block, add_match_long, load32, load64, match_len, FastEnc, BUFFER_RESET, FRESH_CUR,
+    add_block, add_match_long, load32, load64, match_len, renorm, FastEnc, FRESH_CUR,
     MAX_MATCH_OFFSET,
 };
 use crate::tokens::Token;
@@ -36,32 +36,13 @@ impl FastL12 {
     fn hash(&self, u: u64) -> usize {
         ((u << 24).wrapping_mul(PRIME5) >> (64 - self.bits)) as usize & (self.table.len() - 1)
     }
-
-    fn renormalize(&mut self) {
-        while self.cur >= BUFFER_RESET {
-            if self.hist.is_empty() {
-                self.table.fill(0);
-                self.cur = MAX_MATCH_OFFSET;
-                break;
-            }
-            let min_off = self.cur + self.hist.len() as i32 - MAX_MATCH_OFFSET;
-            for v in self.table.iter_mut() {
-                *v = if *v <= min_off {
-                    0
-                } else {
-                    *v - self.cur + MAX_MATCH_OFFSET
-                };
-            }
-            self.cur = MAX_MATCH_OFFSET;
-        }
-    }
 }
 
 impl FastEnc for FastL12 {
     fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
         const INPUT_MARGIN: i32 = 12 - 1;
         const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
-        self.renormalize();
+        renorm(&mut self.cur, self.hist.len(), &mut [&mut self.table]);
         let start_len = dst.len();
         let mut s = add_block(&mut self.hist, &mut self.cur, src);
         if src.len() < MIN_NON_LITERAL {

@@ -3,7 +3,7 @@
 //! Written from reading level3.go/level4.go (compress v1.15.12).
 
 use super::klauspost::{
-    add_block, add_match_long, load32, load64, match_len, FastEnc, BUFFER_RESET, FRESH_CUR,
+    add_block, add_match_long, load32, load64, match_len, renorm, FastEnc, FRESH_CUR,
     MAX_MATCH_OFFSET,
 };
 use crate::tokens::Token;
@@ -23,30 +23,6 @@ fn hash4_15(u: u64) -> usize {
 #[inline]
 fn hash7_15(u: u64) -> usize {
     ((u << 8).wrapping_mul(PRIME7) >> 49) as usize & 0x7fff
-}
-
-/// Renormalise table offsets as klauspost does when `cur` grows too large.
-fn renorm(cur: &mut i32, hist_len: usize, tables: &mut [&mut [i32]]) {
-    while *cur >= BUFFER_RESET {
-        if hist_len == 0 {
-            for t in tables.iter_mut() {
-                t.fill(0);
-            }
-            *cur = MAX_MATCH_OFFSET;
-            break;
-        }
-        let min_off = *cur + hist_len as i32 - MAX_MATCH_OFFSET;
-        for t in tables.iter_mut() {
-            for v in t.iter_mut() {
-                *v = if *v <= min_off {
-                    0
-                } else {
-                    *v - *cur + MAX_MATCH_OFFSET
-                };
-            }
-        }
-        *cur = MAX_MATCH_OFFSET;
-    }
 }
 
 fn lits(dst: &mut Vec<Token>, b: &[u8]) {
