@@ -45,6 +45,15 @@ impl RecipeError {
     pub(crate) fn mismatch(reason: impl Into<String>) -> Self {
         RecipeError::Mismatch(reason.into())
     }
+    /// Prefix a recipe or plaintext error with where it happened (`at`);
+    /// other errors already say enough or carry their own offset.
+    pub(crate) fn context(self, at: impl FnOnce() -> String) -> Self {
+        match self {
+            RecipeError::InvalidRecipe(r) => RecipeError::InvalidRecipe(format!("{}: {r}", at())),
+            RecipeError::Mismatch(r) => RecipeError::Mismatch(format!("{}: {r}", at())),
+            e => e,
+        }
+    }
 }
 
 /// Result alias for this crate.

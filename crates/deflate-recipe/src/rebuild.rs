@@ -323,99 +323,119 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                     return Err(RecipeError::recipe("more members than lengths"));
                 };
                 member += 1;
-                let mut toks = Tokens {
-                    plain: Plain {
-                        r: &mut plain,
-                        buf: Vec::new(),
-                        base: 0,
-                        end: len,
-                        crc: crc32fast::Hasher::new(),
-                    },
-                    model: recipe.model.build(),
-                    dec: DiffDecoder::default(),
-                    tokr: &mut tokr,
-                    pa: 0,
-                    pm: 0,
-                    scratch: Vec::new(),
-                };
-                loop {
-                    let flags = meta.u8()?;
-                    let last = flags & BF_LAST != 0;
-                    let size = meta.var()?;
-                    let by_bytes = flags & BF_BYTES != 0;
-                    if size > len + 1 {
-                        return Err(RecipeError::recipe("block larger than the member"));
-                    }
-                    block.clear();
-                    let take = |toks: &mut Tokens<'_, '_, R, Box<dyn Read + '_>>,
-                                block: &mut Vec<Token>| {
-                        if by_bytes {
-                            toks.take_bytes(size, block)
-                        } else {
-                            toks.take(size, block)
-                        }
+                // Where a failure happened: block number in the member and
+                // the plaintext offset the block starts at.
+                let mut at = (0usize, 0u64);
+                let res = (|| -> Result<()> {
+                    let mut toks = Tokens {
+                        plain: Plain {
+                            r: &mut plain,
+                            buf: Vec::new(),
+                            base: 0,
+                            end: len,
+                            crc: crc32fast::Hasher::new(),
+                        },
+                        model: recipe.model.build(),
+                        dec: DiffDecoder::default(),
+                        tokr: &mut tokr,
+                        pa: 0,
+                        pm: 0,
+                        scratch: Vec::new(),
                     };
-                    let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
-                        0 => {
-                            let pad = meta.u8()?;
-                            toks.stored(size, &mut block)?;
-                            BlockKind::Stored {
-                                len: u16::try_from(size)
-                                    .map_err(|_| RecipeError::recipe("stored block too long"))?,
-                                pad,
+                    loop {
+                        at = (at.0 + 1, toks.pa);
+                        let flags = meta.u8()?;
+                        let last = flags & BF_LAST != 0;
+                        let size = meta.var()?;
+                        let by_bytes = flags & BF_BYTES != 0;
+                        if size > len + 1 {
+                            return Err(RecipeError::recipe("block larger than the member"));
+                        }
+                        block.clear();
+                        let take = |toks: &mut Tokens<'_, '_, R, Box<dyn Read + '_>>,
+                                    block: &mut Vec<Token>| {
+                            if by_bytes {
+                                toks.take_bytes(size, block)
+                            } else {
+                                toks.take(size, block)
                             }
-                        }
-                        1 => {
-                            take(&mut toks, &mut block)?;
-                            BlockKind::Fixed
-                        }
-                        2 => {
-                            let explicit = if flags & BF_EXPLICIT != 0 {
-                                Some(read_header(&mut meta)?)
-                            } else {
-                                None
-                            };
-                            let (id, k) = if explicit.is_none() {
-                                (meta.u8()?, meta.var()?)
-                            } else {
-                                (0, 0)
-                            };
-                            take(&mut toks, &mut block)?;
-                            let h = match explicit {
-                                Some(h) => h,
-                                None => {
-                                    freqs.clear();
-                                    freqs.add(&block[..prefix_tokens(&block, k)?]);
-                                    hdrpred::build(id, &freqs).ok_or_else(|| {
-                                        RecipeError::recipe(format!("unknown header builder {id}"))
-                                    })?
+                        };
+                        let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
+                            0 => {
+                                let pad = meta.u8()?;
+                                toks.stored(size, &mut block)?;
+                                BlockKind::Stored {
+                                    len: u16::try_from(size).map_err(|_| {
+                                        RecipeError::recipe("stored block too long")
+                                    })?,
+                                    pad,
                                 }
-                            };
-                            BlockKind::Dynamic(Box::new(h))
+                            }
+                            1 => {
+                                take(&mut toks, &mut block)?;
+                                BlockKind::Fixed
+                            }
+                            2 => {
+                                let explicit = if flags & BF_EXPLICIT != 0 {
+                                    Some(read_header(&mut meta)?)
+                                } else {
+                                    None
+                                };
+                                let (id, k) = if explicit.is_none() {
+                                    (meta.u8()?, meta.var()?)
+                                } else {
+                                    (0, 0)
+                                };
+                                take(&mut toks, &mut block)?;
+                                let h = match explicit {
+                                    Some(h) => h,
+                                    None => {
+                                        freqs.clear();
+                                        freqs.add(&block[..prefix_tokens(&block, k)?]);
+                                        hdrpred::build(id, &freqs).ok_or_else(|| {
+                                            RecipeError::recipe(format!(
+                                                "unknown header builder {id}"
+                                            ))
+                                        })?
+                                    }
+                                };
+                                BlockKind::Dynamic(Box::new(h))
+                            }
+                            _ => return Err(RecipeError::recipe("bad block type")),
+                        };
+                        write_block(&mut bw, &BlockHead { last, kind }, &block)?;
+                        if last {
+                            break;
                         }
-                        _ => return Err(RecipeError::recipe("bad block type")),
-                    };
-                    write_block(&mut bw, &BlockHead { last, kind }, &block)?;
-                    if last {
-                        break;
                     }
-                }
-                if toks.pa != len {
-                    return Err(RecipeError::mismatch(
-                        "blocks end before the member's plaintext",
-                    ));
-                }
-                toks.plain.ensure(len)?;
-                let crc = toks.plain.crc.finalize();
-                bw.align(meta.u8()? as u32);
-                match meta.u8()? {
-                    0 => {
-                        bw.bytes(&crc.to_le_bytes())?;
-                        bw.bytes(&(len as u32).to_le_bytes())?;
+                    if toks.pa != len {
+                        return Err(RecipeError::mismatch(
+                            "blocks end before the member's plaintext",
+                        ));
                     }
-                    1 => bw.bytes(&meta.bytes(8)?)?,
-                    _ => return Err(RecipeError::recipe("bad trailer record")),
-                }
+                    toks.plain.ensure(len)?;
+                    let crc = toks.plain.crc.finalize();
+                    bw.align(meta.u8()? as u32);
+                    match meta.u8()? {
+                        0 => {
+                            bw.bytes(&crc.to_le_bytes())?;
+                            bw.bytes(&(len as u32).to_le_bytes())?;
+                        }
+                        1 => bw.bytes(&meta.bytes(8)?)?,
+                        _ => return Err(RecipeError::recipe("bad trailer record")),
+                    }
+                    Ok(())
+                })();
+                res.map_err(|e| {
+                    e.context(|| {
+                        format!(
+                            "gzip member {member} of {}, block {} (from plaintext offset {})",
+                            recipe.members.len(),
+                            at.0,
+                            at.1
+                        )
+                    })
+                })?;
             }
             t => return Err(RecipeError::recipe(format!("unknown meta record {t}"))),
         }

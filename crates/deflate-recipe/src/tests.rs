@@ -488,3 +488,19 @@ fn recipe_header_counts_do_not_overflow() {
     let err = rebuild_gzip(&b"a"[..], &r, std::io::sink()).unwrap_err();
     assert!(err.to_string().contains("header counts"), "{err}");
 }
+
+/// A rebuild error inside a member says which member, block and plaintext
+/// offset it hit.
+#[test]
+fn rebuild_errors_name_the_member_and_offset() {
+    let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, &plain).unwrap();
+    let gz = enc.finish().unwrap();
+    let recipe = roundtrip(&gz, &plain);
+    let err = rebuild_gzip(&plain[..1000], &recipe, std::io::sink()).unwrap_err();
+    assert!(matches!(err, RecipeError::Mismatch(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("gzip member 1 of 1, block 1"), "{msg}");
+    assert!(msg.contains("plaintext shorter"), "{msg}");
+}
