@@ -219,7 +219,6 @@ fn next_bounds(pos: u64, segment: u64) -> [u64; 2] {
 }
 
 impl<W: Write> Analyzer<W> {
-    /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
     /// The first sync-flush marker of a stream ends pgzip's first block:
     /// its plaintext offset is the block size.
     fn learn_segment(&mut self) {
@@ -310,6 +309,7 @@ impl<W: Write> Analyzer<W> {
         self.cands.retain(|c| c.cost() <= limit);
     }
 
+    /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
     fn select(&mut self, keep: usize) {
         if self.cands.len() > keep {
             let mut order: Vec<usize> = (0..self.cands.len()).collect();
