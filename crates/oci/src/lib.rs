@@ -8,7 +8,7 @@ mod media;
 mod platform;
 mod reference;
 
-pub use digest::{Digest, DigestError, Hasher};
+pub use digest::{Digest, DigestError, Hasher, HashingWriter};
 pub use manifest::{parse_config, parse_manifest, Manifest, ManifestError};
 pub use media::*;
 pub use platform::{descriptor_platform, Platform, PlatformError};

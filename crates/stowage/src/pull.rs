@@ -106,10 +106,6 @@ pub enum PullError {
     },
     #[error("pull {image}: cancelled")]
     Cancelled { image: String },
-    /// Internal: a resumed partial download did not verify; the layer is
-    /// fetched again from the start before anyone sees this.
-    #[error("layer {digest}: a resumed partial download did not verify")]
-    BadResume { digest: Digest },
     #[error("pull {image}: store: {detail}")]
     Store { image: String, detail: String },
 }

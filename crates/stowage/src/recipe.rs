@@ -23,18 +23,6 @@ pub struct RecipeOutcome {
     pub detail: String,
 }
 
-/// Hashing sink.
-struct HashSink(Hasher);
-impl Write for HashSink {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Rebuild the exact blob of `recipe` from the snapshot at `snapshot`,
 /// writing it to `out`. Used by the proof and by export.
 pub fn rebuild_blob(
@@ -90,22 +78,20 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
         }
         Compression::None => {}
         Compression::Gzip => {
-            let mut plain = HashSink(Hasher::new());
+            let mut plain = Hasher::new();
             let codec = stowage_deflate_recipe::analyze_gzip(
                 io::BufReader::with_capacity(1 << 20, blob),
                 &mut plain,
             )
             .map_err(|e| format!("deflate analysis: {e}"))?;
-            let diff = plain.0.finish();
+            let diff = plain.finish();
             if diff != l.diff_id {
                 return Err(format!(
                     "the blob decompresses to {diff}, not diffID {}",
                     l.diff_id
                 ));
             }
-            let kind = stowage_deflate_recipe::recipe_kind(&codec).to_string();
             recipe.codec = Some(("deflate".into(), codec.to_bytes()));
-            let _ = kind;
         }
     }
     let bytes = recipe.to_bytes();
@@ -119,10 +105,10 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
         ));
     }
     // The proof: rebuild from the snapshot and compare digests.
-    let mut sink = HashSink(Hasher::new());
+    let mut sink = Hasher::new();
     rebuild_blob(&recipe, &store.snapshots.path(&l.chain_id), &mut sink)
         .map_err(|e| format!("proof rebuild failed: {e}"))?;
-    let (len, got) = (sink.0.len(), sink.0.finish());
+    let (len, got) = (sink.len(), sink.finish());
     if got != l.digest || len != l.size {
         return Err(format!(
             "proof failed: the rebuild hashes to {got} ({len} bytes)"

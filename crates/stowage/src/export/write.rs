@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use stowage_archive::{
     blob_path, ArchiveWriter, DockerManifestEntry, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
 };
-use stowage_oci::{Digest, Hasher, OCI_INDEX};
+use stowage_oci::{Digest, HashingWriter, OCI_INDEX};
 use stowage_store::Store;
 
 #[derive(Debug, Serialize)]
@@ -55,33 +55,13 @@ fn recompress(store: &Store, b: &BlobPlan) -> Result<Recompressed, String> {
         layer.digest.hex()
     ));
     let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    struct HashW<W> {
-        inner: W,
-        h: Hasher,
-    }
-    impl<W: Write> Write for HashW<W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.inner.write(buf)?;
-            self.h.update(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.inner.flush()
-        }
-    }
-    let out = HashW {
-        inner: std::io::BufWriter::new(file),
-        h: Hasher::new(),
-    };
+    let out = HashingWriter::new(std::io::BufWriter::new(file));
     let gz = GzEncoder::new(out, flate2::Compression::default());
-    let mut tar = HashW {
-        inner: gz,
-        h: Hasher::new(),
-    };
+    let mut tar = HashingWriter::new(gz);
     recipe
         .write_tar(&store.snapshots.path(&layer.chain_id), &mut tar)
         .map_err(|e| e.to_string())?;
-    let diff = tar.h.finish();
+    let diff = tar.hasher.finish();
     if diff != layer.diff_id {
         let _ = std::fs::remove_file(&path);
         return Err(format!(
@@ -91,10 +71,10 @@ fn recompress(store: &Store, b: &BlobPlan) -> Result<Recompressed, String> {
     }
     let mut out = tar.inner.finish().map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
-    let size = out.h.len();
+    let size = out.hasher.len();
     Ok(Recompressed {
         path,
-        digest: out.h.finish(),
+        digest: out.hasher.finish(),
         size,
     })
 }

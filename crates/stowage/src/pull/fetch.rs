@@ -152,17 +152,23 @@ pub(crate) fn fetch_layer(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<FetchedLayer, PullError> {
-    match fetch_layer_from(store, open, image, job.clone(), progress, cancel, true) {
-        // A partial left by a crash can hold bytes that never reached the
-        // disk intact; it was removed, so start over once from byte 0.
-        Err(PullError::BadResume { digest }) => {
-            tracing::warn!(layer = %digest, "a resumed partial download was wrong; fetching the layer again from the start");
-            fetch_layer_from(store, open, image, job, progress, cancel, false)
-        }
-        r => r,
+    if let Some(done) = fetch_layer_from(store, open, image, job.clone(), progress, cancel, true)? {
+        return Ok(done);
     }
+    // A partial left by a crash can hold bytes that never reached the disk
+    // intact; it was removed, so start over once from byte 0 (no partial
+    // is read then, so this attempt always decides).
+    tracing::warn!(layer = %job.digest, "a resumed partial download was wrong; fetching the layer again from the start");
+    fetch_layer_from(store, open, image, job, progress, cancel, false)?.ok_or_else(|| {
+        PullError::Store {
+            image: image.to_string(),
+            detail: "a fresh download was treated as a resumed one".into(),
+        }
+    })
 }
 
+/// One attempt; `Ok(None)` when a resumed partial made the blob hash
+/// wrong (the partial is gone; the caller starts over without one).
 fn fetch_layer_from(
     store: &Store,
     open: &OpenBlob<'_>,
@@ -171,7 +177,7 @@ fn fetch_layer_from(
     progress: &dyn Progress,
     cancel: &AtomicBool,
     resume: bool,
-) -> Result<FetchedLayer, PullError> {
+) -> Result<Option<FetchedLayer>, PullError> {
     let layer_err = |detail: String| PullError::Layer {
         image: image.to_string(),
         digest: job.digest.clone(),
@@ -312,9 +318,7 @@ fn fetch_layer_from(
         return Err(layer_err(detail));
     }
     if actual != job.digest && have > 0 {
-        return Err(PullError::BadResume {
-            digest: job.digest.clone(),
-        });
+        return Ok(None);
     }
     if actual != job.digest {
         return Err(layer_err(format!("blob bytes hash to {actual}, not to the digest the manifest names; the registry served corrupt or tampered data, nothing was stored")));
@@ -346,12 +350,12 @@ fn fetch_layer_from(
         tar_split: split,
         codec: None,
     });
-    Ok(FetchedLayer {
+    Ok(Some(FetchedLayer {
         job,
         snapshot,
         report,
         blob,
         recipe,
         bytes_fetched: len - have,
-    })
+    }))
 }
