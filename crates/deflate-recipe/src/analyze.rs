@@ -509,7 +509,9 @@ pub fn analyze_with<R: Read, W: Write>(
             let before = a.total;
             Inflater::new().run(&mut br, &mut a)?;
             for c in &mut a.cands {
-                c.finish_stream()?;
+                c.finish_stream().map_err(|e| {
+                    e.context(|| format!("gzip member {} (from byte {at})", members.len() + 1))
+                })?;
             }
             members.push(a.total - before);
             a.meta.push(br.align() as u8);

@@ -57,7 +57,8 @@ pub fn analyze_gzip_with<R: Read, W: Write>(
 ) -> Result<Recipe, RecipeError> {
     if candidates.is_empty() {
         return Err(RecipeError::InvalidRecipe(
-            "no candidate model given".into(),
+            "analyze_gzip_with: no candidate model given (pass at least one, or call analyze_gzip)"
+                .into(),
         ));
     }
     analyze::analyze_with(gz, plain_out, Some(candidates))
