@@ -4,6 +4,7 @@
 //!
 //! Written from reading Go 1.19's deflatefast.go and deflate.go (`encSpeed`).
 
+use super::klauspost::{load32, load64};
 use super::Model;
 use crate::tokens::Token;
 
@@ -18,16 +19,6 @@ const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
 #[inline]
 fn hash(u: u32) -> usize {
     (u.wrapping_mul(0x1e35a7bd) >> (32 - TABLE_BITS)) as usize
-}
-
-#[inline]
-fn load32(b: &[u8], i: i32) -> u32 {
-    u32::from_le_bytes(b[i as usize..i as usize + 4].try_into().unwrap())
-}
-
-#[inline]
-fn load64(b: &[u8], i: i32) -> u64 {
-    u64::from_le_bytes(b[i as usize..i as usize + 8].try_into().unwrap())
 }
 
 /// BestSpeed encoder state.
