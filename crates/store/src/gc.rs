@@ -156,25 +156,11 @@ pub fn mark_image(store: &Store, top: &Digest, marks: &mut Marks) {
 /// Collect garbage. Only one GC runs at a time per root (a file lock).
 pub fn gc(store: &Store) -> Result<GcReport, StoreError> {
     let lock_path = store.root().join("gc.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| StoreError::Root {
-            path: lock_path.clone(),
-            source,
-        })?;
-    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| StoreError::Root {
-            path: lock_path.clone(),
-            source: e.into(),
-        })
-        .map(|guard| {
-            let r = gc_locked(store);
-            drop(guard);
-            r
-        })?
+    let _lock = crate::lock::lock_file(&lock_path, true).map_err(|source| StoreError::Root {
+        path: lock_path.clone(),
+        source,
+    })?;
+    gc_locked(store)
 }
 
 fn gc_locked(store: &Store) -> Result<GcReport, StoreError> {

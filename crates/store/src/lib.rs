@@ -3,6 +3,8 @@
 //! ```text
 //! meta.db                SQLite (WAL): images, blobs, layers, snapshots, forms, labels, leases
 //! meta.db.lock           held while one opener sets the journal mode and migrates
+//! gc.lock, settle.lock   one gc, one settle (and one waiting) at a time
+//! locks/<hex>            one fetcher per layer across processes
 //! blobs/sha256/<hex>     content store, written under ingest/ and renamed once verified
 //! ingest/                partial writes
 //! snapshots/<id>/fs      one unpacked layer (id = hex of its chain ID)
@@ -14,6 +16,7 @@
 pub mod content;
 pub mod gc;
 pub mod images;
+pub mod lock;
 pub mod meta;
 pub mod snapshots;
 

@@ -177,22 +177,13 @@ impl Meta {
 
 /// Held while a connection sets the journal mode and migrates; released
 /// when dropped. The lock file stays (it is empty and shared by all opens).
-fn setup_lock(db: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, MetaError> {
+fn setup_lock(db: &Path) -> Result<crate::lock::FileLock, MetaError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
-    let lock_path = PathBuf::from(name);
-    let io_err = |e: std::io::Error| MetaError::Lock {
-        path: lock_path.clone(),
-        source: e,
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, errno)| io_err(errno.into()))
+    let path = PathBuf::from(name);
+    crate::lock::lock_file(&path, true)
+        .and_then(|l| l.ok_or_else(|| std::io::Error::other("lock not taken")))
+        .map_err(|source| MetaError::Lock { path, source })
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -10,11 +10,10 @@
 
 use crate::image::LayerInfo;
 use crate::recipe::{make_recipes, RecipeOutcome};
-use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashSet;
-use std::fs;
 use std::path::PathBuf;
 use stowage_oci::{parse_config, parse_manifest, Digest, Manifest};
+use stowage_store::lock::{lock_file, FileLock};
 use stowage_store::snapshots::chain_ids;
 use stowage_store::{MetaError, Policy, Store};
 
@@ -147,33 +146,15 @@ pub fn pending(store: &Store, retry: bool) -> Result<Vec<LayerInfo>, MetaError> 
     Ok(out)
 }
 
-fn lock_file(
-    store: &Store,
-    name: &str,
-    arg: FlockArg,
-) -> Result<Option<Flock<fs::File>>, SettleError> {
+fn lock(store: &Store, name: &str, wait: bool) -> Result<Option<FileLock>, SettleError> {
     let path = store.root().join(name);
-    let lock_err = |source| SettleError::Lock {
-        path: path.clone(),
-        source,
-    };
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(lock_err)?;
-    match Flock::lock(file, arg) {
-        Ok(l) => Ok(Some(l)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(lock_err(e.into())),
-    }
+    lock_file(&path, wait).map_err(|source| SettleError::Lock { path, source })
 }
 
 /// Settle every pending layer. One settle runs at a time per root; a second
 /// waits for the first and then does what is left.
 pub fn settle(store: &Store, opts: &SettleOptions) -> Result<Vec<RecipeOutcome>, SettleError> {
-    let _lock = lock_file(store, "settle.lock", FlockArg::LockExclusive)?;
+    let _lock = lock(store, "settle.lock", true)?;
     settle_locked(store, opts)
 }
 
@@ -186,11 +167,10 @@ pub fn settle_background(
     store: &Store,
     opts: &SettleOptions,
 ) -> Result<Option<Vec<RecipeOutcome>>, SettleError> {
-    let Some(waiting) = lock_file(store, "settle.wait.lock", FlockArg::LockExclusiveNonblock)?
-    else {
+    let Some(waiting) = lock(store, "settle.wait.lock", false)? else {
         return Ok(None);
     };
-    let _lock = lock_file(store, "settle.lock", FlockArg::LockExclusive)?;
+    let _lock = lock(store, "settle.lock", true)?;
     drop(waiting);
     settle_locked(store, opts).map(Some)
 }

@@ -23,7 +23,7 @@ static HELD: std::sync::Mutex<Vec<Digest>> = std::sync::Mutex::new(Vec::new());
 /// drop. Lock files are never removed: deleting one that another process has
 /// open would split the lock. Waiting polls, so a cancelled pull stops waiting.
 struct LayerLock {
-    flock: Option<nix::fcntl::Flock<std::fs::File>>,
+    flock: Option<stowage_store::lock::FileLock>,
     digest: Digest,
 }
 
@@ -47,39 +47,28 @@ fn lock_layer(store: &Store, d: &Digest, cancel: &AtomicBool) -> std::io::Result
     let dir = store.root().join("locks");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(d.hex());
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
     loop {
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                HELD.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(d.clone());
-                return Ok(LayerLock {
-                    flock: Some(lock),
-                    digest: d.clone(),
-                });
-            }
-            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(std::io::Error::other(
-                        "cancelled while waiting for another pull of this layer",
-                    ));
-                }
-                if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
-                    return Ok(LayerLock {
-                        flock: None,
-                        digest: d.clone(),
-                    });
-                }
-                f = back;
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err((_, e)) => return Err(e.into()),
+        if let Some(lock) = stowage_store::lock::lock_file(&path, false)? {
+            HELD.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(d.clone());
+            return Ok(LayerLock {
+                flock: Some(lock),
+                digest: d.clone(),
+            });
         }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "cancelled while waiting for another pull of this layer",
+            ));
+        }
+        if HELD.lock().unwrap_or_else(|p| p.into_inner()).contains(d) {
+            return Ok(LayerLock {
+                flock: None,
+                digest: d.clone(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
