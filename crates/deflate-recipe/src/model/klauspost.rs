@@ -47,20 +47,7 @@ pub(super) fn load32(b: &[u8], i: i32) -> u32 {
 /// Count equal bytes of `b[s..end]` and `b[t..]`.
 #[inline]
 pub(super) fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
-    let mut n = 0;
-    let max = end - s;
-    while n + 8 <= max {
-        let x = u64::from_le_bytes(b[s + n..s + n + 8].try_into().unwrap())
-            ^ u64::from_le_bytes(b[t + n..t + n + 8].try_into().unwrap());
-        if x != 0 {
-            return (n + (x.trailing_zeros() / 8) as usize) as i32;
-        }
-        n += 8;
-    }
-    while n < max && b[s + n] == b[t + n] {
-        n += 1;
-    }
-    n as i32
+    super::zlib::common_prefix(&b[s..end], &b[t..]) as i32
 }
 
 /// One klauspost fast encoder level.
