@@ -3,7 +3,7 @@
 //! for over-long codes, per-tree run-length coding of the lengths and the
 //! code-length code sent up to its last used entry in transmission order.
 
-use crate::huffman::CL_ORDER;
+use crate::hdrpred::finish_header;
 use crate::tokens::DynHeader;
 
 const HEAP_SIZE: usize = 2 * 286 + 1;
@@ -185,17 +185,5 @@ pub fn zlib_header(lit: &[u32; 286], dist: &[u32; 30]) -> DynHeader {
         cl_freq[s as usize] += 1;
     }
     let (cl, _) = build_tree(&cl_freq, 7);
-    let mut cl_lens = [0u8; 19];
-    cl_lens.copy_from_slice(&cl);
-    let mut max_blindex = 18;
-    while max_blindex >= 3 && cl_lens[CL_ORDER[max_blindex]] == 0 {
-        max_blindex -= 1;
-    }
-    DynHeader {
-        hlit: (lmax + 1) as u16,
-        hdist: (dmax + 1) as u8,
-        hclen: (max_blindex + 1) as u8,
-        cl_lens,
-        rle,
-    }
+    finish_header(lmax + 1, dmax + 1, &cl, rle)
 }

@@ -254,7 +254,9 @@ pub(crate) fn go_header(lit: &[u8], dist: &[u8]) -> DynHeader {
     finish_header(lit.len(), dist.len(), &cl, rle)
 }
 
-fn finish_header(nlit: usize, ndist: usize, cl: &[u8], rle: Vec<(u8, u8)>) -> DynHeader {
+/// The header for these code lengths, with HCLEN trimmed to the last used
+/// code-length code (at least 4).
+pub(crate) fn finish_header(nlit: usize, ndist: usize, cl: &[u8], rle: Vec<(u8, u8)>) -> DynHeader {
     let mut cl_lens = [0u8; 19];
     cl_lens.copy_from_slice(cl);
     let mut hclen = 19;
