@@ -226,6 +226,18 @@ impl Meta {
             },
         ))
     }
+
+    /// Snapshots that hold the tar `diff_id` (a snapshot holds one layer's
+    /// own changes, so any of them replays that tar), newest first.
+    pub fn snapshots_with_diff_id(&self, diff_id: &Digest) -> Result<Vec<Digest>, MetaError> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT id FROM snapshots WHERE diff_id = ?1 ORDER BY created DESC")?;
+        let ids = st
+            .query_map([diff_id.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids.iter().filter_map(|s| s.parse().ok()).collect())
+    }
 }
 
 pub fn put_snapshot(tx: &Transaction, s: &SnapshotRecord) -> Result<(), MetaError> {

@@ -4,7 +4,7 @@
 //! rebuilt as it streams; the endpoint checks the digest as it goes).
 
 use crate::export::{plan::layer_recipe, BlobPlan, BlobSource};
-use crate::settle::image_layers;
+use crate::image::LayerInfo;
 use std::io::Read;
 use stowage_oci::{parse_manifest, Digest};
 use stowage_store::{ImageRecord, Store};
@@ -127,14 +127,24 @@ pub fn blob(store: &Store, digest: &Digest) -> Result<(u64, Box<dyn Read + Send>
             Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
         ));
     }
+    let fail = |e: stowage_store::MetaError| PeerMiss::Failed(e.to_string());
     let recipe = layer_recipe(store, digest).filter(|r| r.rebuilds_blob());
-    let layer = store
-        .meta
-        .images()
-        .map_err(|e| PeerMiss::Failed(e.to_string()))?
-        .iter()
-        .flat_map(|i| image_layers(store, &i.digest))
-        .find(|l| l.digest == *digest && store.snapshots.exists(&l.chain_id));
+    let layer = match store.meta.layer(digest).map_err(fail)? {
+        Some(rec) => store
+            .meta
+            .snapshots_with_diff_id(&rec.diff_id)
+            .map_err(fail)?
+            .into_iter()
+            .find(|id| store.snapshots.exists(id))
+            .map(|chain_id| LayerInfo {
+                digest: rec.digest,
+                media_type: rec.media_type,
+                size: rec.size,
+                diff_id: rec.diff_id,
+                chain_id,
+            }),
+        None => None,
+    };
     let (Some(recipe), Some(layer)) = (recipe, layer) else {
         let why = store
             .meta
