@@ -71,7 +71,7 @@ fn new_enc(level: u8) -> Box<dyn FastEnc> {
 pub(super) const FRESH_CUR: i32 = MAX_STORE_BLOCK as i32 + MAX_MATCH_OFFSET;
 
 /// Shared history handling (`fastGen.addBlock`).
-pub(super) fn add_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> i32 {
+fn add_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> i32 {
     if hist.len() + src.len() > ALLOC_HISTORY {
         let offset = hist.len() - MAX_MATCH_OFFSET as usize;
         hist.copy_within(offset.., 0);
@@ -81,6 +81,30 @@ pub(super) fn add_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> i32 {
     let s = hist.len() as i32;
     hist.extend_from_slice(src);
     s
+}
+
+/// Shortest chunk the fast levels search (`1 + 1 + inputMargin`): klauspost
+/// writes shorter ones without matches.
+const MIN_NON_LITERAL: usize = 1 + 1 + (12 - 1);
+
+/// Start of a fast level's `encode`, after renormalising: append `src` to
+/// the history; `None` if the chunk is too short to search, else where it
+/// starts in the history.
+#[inline]
+pub(super) fn start_block(hist: &mut Vec<u8>, cur: &mut i32, src: &[u8]) -> Option<i32> {
+    let s = add_block(hist, cur, src);
+    (src.len() >= MIN_NON_LITERAL).then_some(s)
+}
+
+/// End of a fast level's `encode`: the bytes after the last match become
+/// literals if the chunk had any match; returns whether it emitted tokens
+/// (false: the caller stores the chunk).
+#[inline]
+pub(super) fn end_block(dst: &mut Vec<Token>, start_len: usize, b: &[u8], next_emit: i32) -> bool {
+    if (next_emit as usize) < b.len() && dst.len() > start_len {
+        dst.extend(b[next_emit as usize..].iter().map(|&v| Token::lit(v)));
+    }
+    dst.len() > start_len
 }
 
 /// Renormalise table offsets as klauspost does when `cur` grows too large.
@@ -178,14 +202,12 @@ impl FastL5 {
     fn encode_l56(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
         let l6 = self.l6;
         const INPUT_MARGIN: i32 = 12 - 1;
-        const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
         self.renormalize();
         let start_len = dst.len();
-        let mut s = add_block(&mut self.hist, &mut self.cur, src);
-        if src.len() < MIN_NON_LITERAL {
+        let Some(mut s) = start_block(&mut self.hist, &mut self.cur, src) else {
             // klauspost reports such a chunk as all literals.
             return false;
-        }
+        };
         let skip_log = if l6 { 7 } else { 6 };
         let hist = std::mem::take(&mut self.hist);
         let b = &hist[..];
@@ -414,11 +436,9 @@ impl FastL5 {
             self.put_long(hash7(x), o);
             cv = x >> 8;
         }
-        if (next_emit as usize) < b.len() && dst.len() > start_len {
-            dst.extend(b[next_emit as usize..].iter().map(|&v| Token::lit(v)));
-        }
+        let emitted = end_block(dst, start_len, b, next_emit);
         self.hist = hist;
-        dst.len() > start_len
+        emitted
     }
 }
 

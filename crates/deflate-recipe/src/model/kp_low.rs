@@ -4,7 +4,7 @@
 //! (compress v1.15.12).
 
 use super::klauspost::{
-    add_block, add_match_long, load32, load64, match_len, renorm, FastEnc, FRESH_CUR,
+    add_match_long, end_block, load32, load64, match_len, renorm, start_block, FastEnc, FRESH_CUR,
     MAX_MATCH_OFFSET,
 };
 use crate::tokens::Token;
@@ -41,13 +41,12 @@ impl FastL12 {
 impl FastEnc for FastL12 {
     fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool {
         const INPUT_MARGIN: i32 = 12 - 1;
-        const MIN_NON_LITERAL: usize = 1 + 1 + INPUT_MARGIN as usize;
         renorm(&mut self.cur, self.hist.len(), &mut [&mut self.table]);
         let start_len = dst.len();
-        let mut s = add_block(&mut self.hist, &mut self.cur, src);
-        if src.len() < MIN_NON_LITERAL {
+        let Some(mut s) = start_block(&mut self.hist, &mut self.cur, src) else {
+            // klauspost reports such a chunk as all literals.
             return false;
-        }
+        };
         let hist = std::mem::take(&mut self.hist);
         let b = &hist[..];
         let cur = self.cur;
@@ -155,10 +154,8 @@ impl FastEnc for FastL12 {
                 }
             }
         }
-        if (next_emit as usize) < b.len() && dst.len() > start_len {
-            dst.extend(b[next_emit as usize..].iter().map(|&v| Token::lit(v)));
-        }
+        let emitted = end_block(dst, start_len, b, next_emit);
         self.hist = hist;
-        dst.len() > start_len
+        emitted
     }
 }

@@ -3,7 +3,7 @@
 //! Written from reading level3.go/level4.go (compress v1.15.12).
 
 use super::klauspost::{
-    add_block, add_match_long, load32, load64, match_len, renorm, FastEnc, FRESH_CUR,
+    add_match_long, end_block, load32, load64, match_len, renorm, start_block, FastEnc, FRESH_CUR,
     MAX_MATCH_OFFSET,
 };
 use crate::tokens::Token;
@@ -63,10 +63,10 @@ impl FastEnc for FastL3 {
             &mut [&mut self.cur_t, &mut self.prev_t],
         );
         let start_len = dst.len();
-        let mut s = add_block(&mut self.hist, &mut self.cur, src);
-        if src.len() < 2 + INPUT_MARGIN as usize {
+        let Some(mut s) = start_block(&mut self.hist, &mut self.cur, src) else {
+            // klauspost reports such a chunk as all literals.
             return false;
-        }
+        };
         let hist = std::mem::take(&mut self.hist);
         let b = &hist[..];
         let cur = self.cur;
@@ -167,11 +167,9 @@ impl FastEnc for FastL3 {
                 break;
             }
         }
-        if (next_emit as usize) < b.len() && dst.len() > start_len {
-            lits(dst, &b[next_emit as usize..]);
-        }
+        let emitted = end_block(dst, start_len, b, next_emit);
         self.hist = hist;
-        dst.len() > start_len
+        emitted
     }
 }
 
@@ -203,10 +201,10 @@ impl FastEnc for FastL4 {
             &mut [&mut self.table, &mut self.btable],
         );
         let start_len = dst.len();
-        let mut s = add_block(&mut self.hist, &mut self.cur, src);
-        if src.len() < 2 + INPUT_MARGIN as usize {
+        let Some(mut s) = start_block(&mut self.hist, &mut self.cur, src) else {
+            // klauspost reports such a chunk as all literals.
             return false;
-        }
+        };
         let hist = std::mem::take(&mut self.hist);
         let b = &hist[..];
         let cur = self.cur;
@@ -286,10 +284,8 @@ impl FastEnc for FastL4 {
             self.btable[hash7_15(x)] = o;
             cv = x >> 8;
         }
-        if (next_emit as usize) < b.len() && dst.len() > start_len {
-            lits(dst, &b[next_emit as usize..]);
-        }
+        let emitted = end_block(dst, start_len, b, next_emit);
         self.hist = hist;
-        dst.len() > start_len
+        emitted
     }
 }
