@@ -487,7 +487,6 @@ pub fn analyze_with<R: Read, W: Write>(
         deferred: Vec::new(),
     };
     let mut members = Vec::new();
-    let mut first = true;
     loop {
         // Either another member, or trailing bytes kept verbatim.
         let mut tail = Vec::new();
@@ -532,13 +531,12 @@ pub fn analyze_with<R: Read, W: Write>(
                 a.meta.push(1);
                 a.meta.extend_from_slice(&trailer);
             }
-            first = false;
             continue;
         }
-        if first {
+        if members.is_empty() {
             return Err(RecipeError::InvalidGzip {
                 offset: at,
-                reason: "missing gzip magic".into(),
+                reason: "missing gzip magic 1f 8b (not a gzip stream)".into(),
             });
         }
         tail.extend(m0);
