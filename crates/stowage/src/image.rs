@@ -46,6 +46,45 @@ pub struct LayerInfo {
     pub chain_id: Digest,
 }
 
+/// The layers of a platform manifest with the config's diffIDs and the
+/// chain IDs they make: what pull, import, export, settle and inspect all
+/// need. The error says which count or digest is wrong.
+pub fn layers_of(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> Result<Vec<LayerInfo>, String> {
+    let diff_ids: Vec<Digest> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad diff_id: {e}"))?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(format!(
+            "{} diff_ids for {} layers",
+            diff_ids.len(),
+            manifest.layers().len()
+        ));
+    }
+    let chains = chain_ids(&diff_ids);
+    manifest
+        .layers()
+        .iter()
+        .zip(diff_ids.into_iter().zip(chains))
+        .map(|(l, (diff_id, chain_id))| {
+            Ok(LayerInfo {
+                digest: Digest::try_from(l.digest())
+                    .map_err(|e| format!("bad layer digest: {e}"))?,
+                media_type: l.media_type().to_string(),
+                size: l.size(),
+                diff_id,
+                chain_id,
+            })
+        })
+        .collect()
+}
+
 /// An image with its platform manifest and config read from the store.
 pub struct ResolvedImage {
     pub record: ImageRecord,
@@ -172,36 +211,8 @@ pub fn resolve_record(
     let config_bytes = read("config", &config_digest)?;
     let config = parse_config(&config_bytes)
         .map_err(|e| malformed("config", &config_digest, e.to_string()))?;
-    let diff_ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse::<Digest>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| malformed("config", &config_digest, e.to_string()))?;
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(malformed(
-            "config",
-            &config_digest,
-            format!(
-                "{} diff_ids for {} layers",
-                diff_ids.len(),
-                manifest.layers().len()
-            ),
-        ));
-    }
-    let chains = chain_ids(&diff_ids);
-    let mut layers = Vec::new();
-    for (i, l) in manifest.layers().iter().enumerate() {
-        layers.push(LayerInfo {
-            digest: Digest::try_from(l.digest())
-                .map_err(|e| malformed("manifest", &digest, e.to_string()))?,
-            media_type: l.media_type().to_string(),
-            size: l.size(),
-            diff_id: diff_ids[i].clone(),
-            chain_id: chains[i].clone(),
-        });
-    }
+    let layers =
+        layers_of(&manifest, &config).map_err(|e| malformed("config", &config_digest, e))?;
     Ok(ResolvedImage {
         record,
         manifest_digest: digest,

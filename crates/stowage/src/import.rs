@@ -20,7 +20,6 @@ use stowage_oci::{
     parse_config, parse_manifest, Compression, Digest, Manifest, Platform, Reference,
 };
 use stowage_store::images::{drop_form, remove_blob};
-use stowage_store::snapshots::chain_ids;
 use stowage_store::{ImageRecord, Policy, Store, VerifiedBlob};
 
 /// Largest single member accepted (a layer of a sane image is far below).
@@ -300,56 +299,32 @@ pub fn import(
             }
             let config = parse_config(&config_bytes)
                 .map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
-            let diff_ids: Vec<Digest> = config
-                .rootfs()
-                .diff_ids()
-                .iter()
-                .map(|d| d.parse())
-                .collect::<Result<_, _>>()
+            let infos = crate::image::layers_of(&man, &config)
                 .map_err(|e| ImportError::Invalid(format!("config {cd}: {e}")))?;
-            if diff_ids.len() != man.layers().len() {
-                return Err(ImportError::Invalid(format!(
-                    "config {cd}: {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    man.layers().len()
-                )));
-            }
-            let chains = chain_ids(&diff_ids);
-            let mut layers = Vec::new();
-            for (i, l) in man.layers().iter().enumerate() {
-                let ld = Digest::try_from(l.digest())
-                    .map_err(|e| ImportError::Invalid(e.to_string()))?;
+            for l in &infos {
+                let ld = &l.digest;
                 let actual = m
                     .blobs
-                    .get(&ld)
+                    .get(ld)
                     .copied()
-                    .or_else(|| m.files.values().find(|(d, _)| d == &ld).map(|(_, s)| *s))
-                    .or_else(|| store.content.size(&ld));
+                    .or_else(|| m.files.values().find(|(d, _)| d == ld).map(|(_, s)| *s))
+                    .or_else(|| store.content.size(ld));
                 match actual {
                     None => {
                         return Err(ImportError::Invalid(format!(
                         "manifest {md} points at layer {ld}, which the archive does not contain"
                     )))
                     }
-                    Some(s) if s != l.size() => {
+                    Some(s) if s != l.size => {
                         return Err(ImportError::Invalid(format!(
                             "manifest {md} says layer {ld} has {} bytes; the archive holds {s}",
-                            l.size()
+                            l.size
                         )))
                     }
                     _ => {}
                 }
-                layers.push(LayerJob {
-                    digest: ld,
-                    media_type: l.media_type().to_string(),
-                    size: l.size(),
-                    diff_id: diff_ids[i].clone(),
-                    chain_id: chains[i].clone(),
-                    parent: (i > 0).then(|| chains[i - 1].clone()),
-                    want_snapshot: policy.keeps_snapshot(),
-                    want_blob: false,
-                });
             }
+            let layers = LayerJob::chain(infos, policy.keeps_snapshot(), false);
             targets.push(Target {
                 digest: md,
                 media_type: mmt,

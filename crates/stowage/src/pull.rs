@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use stowage_oci::spec::ImageManifest;
 use stowage_oci::{parse_config, parse_manifest, Digest, Manifest, Platform, Reference};
 use stowage_remote::{ClientOptions, RegistryClient, RemoteError};
-use stowage_store::snapshots::chain_ids;
 use stowage_store::{ImageRecord, Policy, Store};
 
 /// Configs larger than this are refused.
@@ -288,40 +287,13 @@ pub fn pull_cancellable(
         }
         let config =
             parse_config(&config_bytes).map_err(|e| invalid("config", &cd, e.to_string()))?;
-        let diff_ids: Vec<Digest> = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse())
-            .collect::<Result<_, _>>()
-            .map_err(|e| invalid("config", &cd, format!("bad diff_id: {e}")))?;
-        if diff_ids.len() != m.layers().len() {
-            return Err(invalid(
-                "config",
-                &cd,
-                format!(
-                    "lists {} diff_ids for {} layers in manifest {digest}",
-                    diff_ids.len(),
-                    m.layers().len()
-                ),
-            ));
-        }
-        let chains = chain_ids(&diff_ids);
-        let mut layers = Vec::new();
-        for (i, l) in m.layers().iter().enumerate() {
-            let ld = Digest::try_from(l.digest())
-                .map_err(|e| invalid("manifest", &digest, e.to_string()))?;
-            layers.push(LayerJob {
-                digest: ld,
-                media_type: l.media_type().to_string(),
-                size: l.size(),
-                diff_id: diff_ids[i].clone(),
-                chain_id: chains[i].clone(),
-                parent: (i > 0).then(|| chains[i - 1].clone()),
-                want_snapshot: opts.policy.keeps_snapshot(),
-                want_blob: opts.policy.keeps_blob(),
-            });
-        }
+        let infos = crate::image::layers_of(&m, &config)
+            .map_err(|e| invalid("config", &cd, format!("{e} in manifest {digest}")))?;
+        let layers = LayerJob::chain(
+            infos,
+            opts.policy.keeps_snapshot(),
+            opts.policy.keeps_blob(),
+        );
         targets.push(Target {
             digest,
             media_type,

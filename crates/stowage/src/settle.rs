@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use stowage_oci::{parse_config, parse_manifest, Digest, Manifest};
 use stowage_store::lock::{lock_file, FileLock};
-use stowage_store::snapshots::chain_ids;
 use stowage_store::{MetaError, Policy, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,34 +71,12 @@ pub fn image_layers(store: &Store, top: &Digest) -> Vec<LayerInfo> {
                     .filter_map(|m| Digest::try_from(m.digest()).ok()),
             ),
             Ok(Manifest::Image(m)) => {
-                let Some(config) = Digest::try_from(m.config().digest())
+                let layers = Digest::try_from(m.config().digest())
                     .ok()
                     .and_then(|cd| store.content.read(&cd).ok())
                     .and_then(|c| parse_config(&c).ok())
-                else {
-                    continue;
-                };
-                let diff_ids: Vec<Digest> = config
-                    .rootfs()
-                    .diff_ids()
-                    .iter()
-                    .filter_map(|d| d.parse().ok())
-                    .collect();
-                if diff_ids.len() != m.layers().len() {
-                    continue;
-                }
-                let chains = chain_ids(&diff_ids);
-                for (i, l) in m.layers().iter().enumerate() {
-                    if let Ok(digest) = Digest::try_from(l.digest()) {
-                        out.push(LayerInfo {
-                            digest,
-                            media_type: l.media_type().to_string(),
-                            size: l.size(),
-                            diff_id: diff_ids[i].clone(),
-                            chain_id: chains[i].clone(),
-                        });
-                    }
-                }
+                    .and_then(|config| crate::image::layers_of(&m, &config).ok());
+                out.extend(layers.unwrap_or_default());
             }
             Err(_) => {}
         }

@@ -254,30 +254,7 @@ fn layer_infos(
 ) -> Result<Vec<LayerInfo>, String> {
     let cbytes = store.content.read(cd).map_err(|e| format!("config: {e}"))?;
     let config = parse_config(&cbytes).map_err(|e| format!("config {cd}: {e}"))?;
-    let diff_ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| d.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{e}"))?;
-    let chains = stowage_store::snapshots::chain_ids(&diff_ids);
-    m.layers()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            Ok(LayerInfo {
-                digest: Digest::try_from(l.digest()).map_err(|e| e.to_string())?,
-                media_type: l.media_type().to_string(),
-                size: l.size(),
-                diff_id: diff_ids
-                    .get(i)
-                    .cloned()
-                    .ok_or("config has fewer diff_ids than layers")?,
-                chain_id: chains[i].clone(),
-            })
-        })
-        .collect()
+    crate::image::layers_of(m, &config).map_err(|e| format!("config {cd}: {e}"))
 }
 
 /// The tar-split of a layer's tar, found under this layer or under any other

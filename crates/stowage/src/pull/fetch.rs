@@ -26,6 +26,29 @@ pub(crate) struct LayerJob {
 }
 
 impl LayerJob {
+    /// The layers of one manifest to bring in, bottom first, each with its
+    /// parent snapshot (the chain ID of the layer below).
+    pub(crate) fn chain(
+        layers: Vec<crate::image::LayerInfo>,
+        want_snapshot: bool,
+        want_blob: bool,
+    ) -> Vec<LayerJob> {
+        let mut parent = None;
+        layers
+            .into_iter()
+            .map(|l| LayerJob {
+                parent: parent.replace(l.chain_id.clone()),
+                digest: l.digest,
+                media_type: l.media_type,
+                size: l.size,
+                diff_id: l.diff_id,
+                chain_id: l.chain_id,
+                want_snapshot,
+                want_blob,
+            })
+            .collect()
+    }
+
     pub(crate) fn info(&self) -> crate::image::LayerInfo {
         crate::image::LayerInfo {
             digest: self.digest.clone(),
