@@ -43,6 +43,8 @@ struct Candidate {
     /// Actual tokens waiting for predictions.
     pending: VecDeque<Act>,
     scratch: Vec<Token>,
+    /// Threads the model runs on (see `go_parallel`).
+    threads: usize,
 }
 
 impl Candidate {
@@ -54,6 +56,22 @@ impl Candidate {
             buf: Vec::new(),
             pending: VecDeque::new(),
             scratch: Vec::new(),
+            threads: 1,
+        }
+    }
+
+    /// Once chosen, run the model on several threads where it can be
+    /// split: same predictions, sooner. Not while the spec may still
+    /// change (a pigz block size not learnt yet).
+    fn go_parallel(&mut self) {
+        let threads = crate::threads();
+        if self.threads > 1 || threads < 2 || matches!(self.spec, ModelSpec::Pigz { block: 0, .. })
+        {
+            return;
+        }
+        if let Some(m) = self.model.parallel(threads) {
+            self.model = m;
+            self.threads = threads;
         }
     }
 
@@ -120,7 +138,7 @@ impl Candidate {
             ));
         }
         self.diff.finish_stream()?;
-        self.model = self.spec.build();
+        self.model = self.spec.build_threads(self.threads);
         Ok(())
     }
 
@@ -133,6 +151,7 @@ impl Candidate {
             buf: self.buf.clone(),
             pending: self.pending.clone(),
             scratch: Vec::new(),
+            threads: 1,
         }
     }
 
@@ -378,6 +397,7 @@ impl<W: Write> Sink for Analyzer<W> {
         if self.total >= SELECT_AFTER {
             self.select(1);
             if let [c] = &mut self.cands[..] {
+                c.go_parallel();
                 self.tok_packer.absorb(&mut c.diff.out)?;
             }
         } else if self.total >= PRUNE_AT[self.pruned.min(PRUNE_AT.len() - 1)]

@@ -36,10 +36,29 @@ mod varint;
 mod writer;
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use error::RecipeError;
 pub use model::ModelSpec;
 pub use recipe::{Recipe, FORMAT_VERSION};
+
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads one analysis or rebuild may use for the models that can be
+/// split (zlib levels 4–9 and pigz; see `model::ParZlib`): 0 (the default)
+/// means the machine's available parallelism, 1 runs every model on the
+/// calling thread. Predictions, and so recipes, are the same either way.
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The thread count `set_threads` asks for, resolved.
+pub(crate) fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    }
+}
 
 /// Streaming analysis: reads the gzip stream, writes plaintext to
 /// `plain_out`, returns the recipe. Tries the encoder models that fit the

@@ -335,7 +335,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                             end: len,
                             crc: crc32fast::Hasher::new(),
                         },
-                        model: recipe.model.build(),
+                        model: recipe.model.build_threads(crate::threads()),
                         dec: DiffDecoder::default(),
                         tokr: &mut tokr,
                         pa: 0,

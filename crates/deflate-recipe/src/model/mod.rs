@@ -18,6 +18,7 @@ mod kp_lazy;
 mod kp_low;
 mod kp_mid;
 mod zlib;
+mod zlib_par;
 
 use crate::error::{RecipeError, Result};
 use crate::tokens::Token;
@@ -27,6 +28,7 @@ pub use gofast::GoFastModel;
 pub use gostd::GoStdModel;
 pub use klauspost::KlauspostModel;
 pub use zlib::ZlibModel;
+pub use zlib_par::ParZlib;
 
 /// A token predictor for one deflate stream.
 pub trait Model {
@@ -45,6 +47,12 @@ pub trait Model {
     /// which predicts exactly as plain zlib until its first block ends.
     /// Analysis runs one zlib model instead of three until then.
     fn fork_pigz(&self, _dict: bool) -> Option<Box<dyn Model>> {
+        None
+    }
+    /// The same model carried on over `threads` threads, predicting the
+    /// same tokens (later, in bigger batches); None where the model cannot
+    /// be split.
+    fn parallel(&self, _threads: usize) -> Option<Box<dyn Model>> {
         None
     }
 }
@@ -97,6 +105,18 @@ impl ModelSpec {
             ModelSpec::Pigz { .. } => "model:pigz",
             ModelSpec::GoStd { .. } => "model:go-flate",
         }
+    }
+
+    /// Instantiate for a new deflate stream, run on up to `threads`
+    /// threads where the model can be split (same predictions).
+    pub fn build_threads(&self, threads: usize) -> Box<dyn Model> {
+        let m = self.build();
+        if threads > 1 {
+            if let Some(p) = m.parallel(threads) {
+                return p;
+            }
+        }
+        m
     }
 
     /// Instantiate for a new deflate stream.

@@ -11,12 +11,12 @@
 use super::Model;
 use crate::tokens::Token;
 
-const W: usize = 1 << 15;
+pub(super) const W: usize = 1 << 15;
 const WMASK: usize = W - 1;
 const MIN_MATCH: usize = 3;
 const MAX_MATCH: usize = 258;
 const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
-const MAX_DIST: usize = W - MIN_LOOKAHEAD;
+pub(super) const MAX_DIST: usize = W - MIN_LOOKAHEAD;
 const HASH_MASK: usize = (1 << 15) - 1;
 const TOO_FAR: usize = 4096;
 const NIL: usize = 0;
@@ -64,6 +64,33 @@ pub struct ZlibModel {
     tail: Vec<u8>,
     /// Dictionary positions still to hash once input arrives (zlib's `insert`).
     insert: usize,
+    /// Stream offset of window index 0 (grows by W at every slide).
+    base: u64,
+    /// Plaintext bytes given to `predict` so far.
+    pub(super) fed: u64,
+    /// Clean loop tops to note down (see `Clean`), for `zlib_par`.
+    pub(super) rec: Option<Box<Recorder>>,
+}
+
+/// A loop top of the lazy search with nothing held back (no pending
+/// literal, no match waiting for the lazy check): from here on the tokens
+/// depend only on the position, the window base and the hash chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Clean {
+    /// Stream offset.
+    pub pos: u64,
+    /// Stream offset of window index 0 there.
+    pub base: u64,
+    /// Tokens emitted before it (index into the caller's output).
+    pub idx: usize,
+}
+
+/// Where to note clean loop tops, and what was noted.
+#[derive(Clone, Default, Debug)]
+pub(super) struct Recorder {
+    /// Half-open stream ranges to watch.
+    pub ranges: Vec<(u64, u64)>,
+    pub seen: Vec<Clean>,
 }
 
 #[inline]
@@ -117,7 +144,70 @@ impl ZlibModel {
             block_pos: 0,
             tail: Vec::new(),
             insert: 0,
+            base: 0,
+            fed: 0,
+            rec: None,
         }
+    }
+
+    /// The state a lazy-level (4–9) model would have on reaching stream
+    /// offset `at` with nothing held back, for a model that did not see
+    /// the stream before: `prefix` (the up to 32 KiB before `at`) is
+    /// hashed as zlib hashes every position at these levels. `at` must lie
+    /// at least 1 KiB past a multiple of 32 KiB and 262 bytes before the
+    /// next one, where the window base is known without having run.
+    pub(super) fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
+        let mut m = ZlibModel::new(level);
+        let w = W as u64;
+        debug_assert!(at % w >= 1024 && at % w + MIN_LOOKAHEAD as u64 <= w && at >= w);
+        m.base = (at / w - 1) * w;
+        let start = (at - m.base) as usize - prefix.len();
+        m.window[start..start + prefix.len()].copy_from_slice(prefix);
+        for p in start..(start + prefix.len()).saturating_sub(MIN_MATCH - 1) {
+            m.insert(p);
+        }
+        m.strstart = start + prefix.len();
+        m.insert = prefix.len().min(MIN_MATCH - 1);
+        m.fed = at;
+        m
+    }
+
+    /// True when predictions can run in parallel pieces (`zlib_par`):
+    /// lazy levels hash every position, pigz restarts at every block.
+    pub(super) fn splittable(&self) -> bool {
+        self.level >= 4 || self.block > 0
+    }
+
+    /// The last (up to) 32 KiB of plaintext seen (plain zlib, and pigz
+    /// with a dictionary).
+    pub(super) fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    pub(super) fn level(&self) -> u8 {
+        self.level
+    }
+
+    pub(super) fn pigz_params(&self) -> (usize, bool) {
+        (self.block, self.dict)
+    }
+
+    /// A pigz model at the start of the block at stream offset `at`, whose
+    /// preceding plaintext ends with `prefix`.
+    pub(super) fn pigz_at_block(
+        level: u8,
+        block: usize,
+        dict: bool,
+        at: u64,
+        prefix: &[u8],
+    ) -> Self {
+        let mut m = ZlibModel::pigz(level, block, dict);
+        m.fed = at;
+        if dict {
+            m.tail = prefix[prefix.len().saturating_sub(W)..].to_vec();
+        }
+        m.restart();
+        m
     }
 
     /// pigz: zlib restarted every `block` bytes, primed with the previous
@@ -141,6 +231,7 @@ impl ZlibModel {
         self.prev_length = MIN_MATCH - 1;
         self.match_available = false;
         self.insert = 0;
+        self.base = self.fed - if self.dict { self.tail.len() as u64 } else { 0 };
         if self.dict && !self.tail.is_empty() {
             let n = self.tail.len();
             self.window[..n].copy_from_slice(&self.tail);
@@ -162,6 +253,7 @@ impl ZlibModel {
                 self.window.copy_within(W..2 * W, 0);
                 self.match_start = self.match_start.wrapping_sub(W);
                 self.strstart -= W;
+                self.base += W as u64;
                 for h in self.head.iter_mut().chain(self.prev.iter_mut()) {
                     *h = if *h as usize >= W {
                         *h - W as u16
@@ -221,23 +313,36 @@ impl ZlibModel {
         }
         let s = self.strstart;
         let avail = self.lookahead.min(MAX_MATCH);
-        let w = &self.window;
+        if best >= avail {
+            // No candidate can be longer (zlib walks on without effect).
+            return best.min(self.lookahead);
+        }
+        let w = &self.window[..];
+        let prev = &self.prev[..];
+        // Every candidate is below `s`, and no read goes past `s + avail`.
+        assert!(s + avail <= w.len() && prev.len() == W && best >= 1);
+        let wp = w.as_ptr();
+        // SAFETY: callers pass p + 2 <= s + avail <= w.len() (asserted above).
+        let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
+        // Two-byte compares at the start and at the end of the length to
+        // beat: a candidate failing either cannot be longer than `best`.
+        let start = ld16(s);
+        let mut end = ld16(s + best - 1);
+        let mut match_start = self.match_start;
         loop {
-            if best < avail
-                && w[cur + best] == w[s + best]
-                && w[cur] == w[s]
-                && w[cur + 1] == w[s + 1]
-            {
+            if ld16(cur + best - 1) == end && ld16(cur) == start {
                 let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
                 if len > best {
-                    self.match_start = cur;
+                    match_start = cur;
                     best = len;
-                    if len >= nice {
+                    if len >= nice || len >= avail {
                         break;
                     }
+                    end = ld16(s + best - 1);
                 }
             }
-            cur = self.prev[cur & WMASK] as usize;
+            // SAFETY: the index is masked to prev's length (W).
+            cur = unsafe { *prev.get_unchecked(cur & WMASK) } as usize;
             if cur <= limit {
                 break;
             }
@@ -246,6 +351,7 @@ impl ZlibModel {
                 break;
             }
         }
+        self.match_start = match_start;
         best.min(self.lookahead)
     }
 
@@ -315,6 +421,18 @@ impl ZlibModel {
                 }
                 if self.lookahead == 0 {
                     break;
+                }
+            }
+            if let Some(rec) = &mut self.rec {
+                if !self.match_available && self.match_length == MIN_MATCH - 1 {
+                    let pos = self.base + self.strstart as u64;
+                    if rec.ranges.iter().any(|&(a, b)| (a..b).contains(&pos)) {
+                        rec.seen.push(Clean {
+                            pos,
+                            base: self.base,
+                            idx: out.len(),
+                        });
+                    }
                 }
             }
             let mut hash_head = NIL;
@@ -392,6 +510,7 @@ impl Model for ZlibModel {
     }
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        self.fed += chunk.len() as u64;
         self.input.extend_from_slice(chunk);
         self.block_pos += chunk.len();
         // Plain zlib keeps the tail too, for `fork_pigz`.
@@ -414,6 +533,13 @@ impl Model for ZlibModel {
 
     fn finish(&mut self, out: &mut Vec<Token>) {
         self.run(out, true);
+    }
+
+    fn parallel(&self, threads: usize) -> Option<Box<dyn Model>> {
+        if !self.splittable() || self.rec.is_some() {
+            return None;
+        }
+        Some(Box::new(super::ParZlib::new(self.clone(), threads)))
     }
 
     fn fork_pigz(&self, dict: bool) -> Option<Box<dyn Model>> {

@@ -1,0 +1,485 @@
+//! The zlib and pigz models run in pieces on several threads, predicting
+//! exactly what the single-threaded model predicts.
+//!
+//! Why this works: the match search is nearly all the cost of analysing
+//! and rebuilding a zlib-made stream, and it is serial (each search starts
+//! where the previous token ended). But at the lazy levels (4–9) zlib
+//! hashes every position, so its hash chains at any offset depend only on
+//! the 32 KiB of plaintext before it; what carries over from earlier is
+//! the token boundary and the lazy state. A piece started cold at offset
+//! `x` (chains built from the 32 KiB before `x`, nothing held back) soon
+//! passes a *clean* loop top (nothing held back, see [`Clean`]) that the
+//! true run, carried on past `x`, passes too: from there both compute the
+//! same thing. So every piece runs [`SYNC`] bytes into the next one and
+//! notes its clean loop tops where it starts and where it overruns, and
+//! two pieces are joined at the first clean loop top (same offset, same
+//! window base) they share. A pair that never meets is not guessed at: the
+//! true run is carried on through the next piece on the calling thread
+//! (slower, same tokens). pigz restarts its search at every block, so its
+//! pieces start on block boundaries and join without a check.
+//!
+//! Predictions come out up to `threads` + 1 pieces (~1 MiB each) late;
+//! callers already take them as they come.
+
+use std::collections::VecDeque;
+#[cfg(test)]
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use super::zlib::{Clean, Recorder, ZlibModel, W};
+use super::Model;
+use crate::tokens::Token;
+
+/// Plaintext per piece.
+const SEG: u64 = 1 << 20;
+/// zlib pieces start this far past a multiple of SEG (and so of 32 KiB),
+/// where the window base is known and no slide can happen for a while.
+const OFF: u64 = 1 << 10;
+/// How far a zlib piece runs into the next one looking for a meeting point
+/// (kept clear of the next window slide: OFF + SYNC + 262 < 32 KiB).
+const SYNC: u64 = 24 << 10;
+/// The sequential callers feed 64 KiB chunks from the stream start.
+const CHUNK: u64 = 1 << 16;
+
+/// Times no meeting point was found (tests check both paths ran).
+#[cfg(test)]
+static FALLBACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// One piece's run.
+struct Piece {
+    /// Stream offset where the next piece starts.
+    end: u64,
+    /// The piece ran to the end of the stream.
+    last: bool,
+    model: ZlibModel,
+    tokens: Vec<Token>,
+    /// Clean loop tops in `[start, start + SYNC)`.
+    early: Vec<Clean>,
+    /// Clean loop tops in `[end, end + SYNC)`.
+    late: Vec<Clean>,
+}
+
+/// How a piece's model starts.
+enum Start {
+    /// The true run so far, carried on.
+    Warm(Box<ZlibModel>),
+    /// Cold at the piece start; the data begins with up to 32 KiB before it.
+    Cold { prefix: usize },
+}
+
+/// Parameters shared by every piece.
+#[derive(Clone, Copy)]
+struct Kind {
+    level: u8,
+    /// pigz block size and dictionary flag (block 0: plain zlib).
+    block: usize,
+    dict: bool,
+}
+
+impl Kind {
+    fn pigz(&self) -> bool {
+        self.block > 0
+    }
+
+    /// The piece boundary after `x`.
+    fn next_boundary(&self, x: u64) -> u64 {
+        if self.pigz() {
+            let stride = (SEG / self.block as u64).max(1) * self.block as u64;
+            (x / stride + 1) * stride
+        } else {
+            let j = x.saturating_sub(OFF) / SEG + 1;
+            j * SEG + OFF
+        }
+    }
+
+    /// Plaintext a piece needs past its end.
+    fn overrun(&self) -> u64 {
+        if self.pigz() {
+            0
+        } else {
+            SYNC
+        }
+    }
+
+    /// Run one piece over `data` (stream offset `at` of its first byte).
+    fn run(self, start: Start, data: Vec<u8>, at: u64, x: u64, end: u64, last: bool) -> Piece {
+        let (mut model, from) = match start {
+            Start::Warm(m) => {
+                let from = (m.fed - at) as usize;
+                (*m, from)
+            }
+            Start::Cold { prefix } => {
+                let pre = &data[..prefix];
+                let m = if self.pigz() {
+                    ZlibModel::pigz_at_block(self.level, self.block, self.dict, x, pre)
+                } else {
+                    ZlibModel::cold_at(self.level, x, pre)
+                };
+                (m, prefix)
+            }
+        };
+        if !self.pigz() {
+            model.rec = Some(Box::new(Recorder {
+                ranges: vec![(x, x + SYNC), (end, end + SYNC)],
+                seen: Vec::new(),
+            }));
+        }
+        let mut tokens = Vec::new();
+        let mut pos = from;
+        while pos < data.len() {
+            let mut n = model.next_chunk().min(data.len() - pos);
+            if !self.pigz() {
+                let abs = at + pos as u64;
+                n = n.min((CHUNK - abs % CHUNK) as usize);
+            }
+            model.predict(&data[pos..pos + n], &mut tokens);
+            pos += n;
+        }
+        if last {
+            model.finish(&mut tokens);
+        }
+        let seen = model.rec.take().map(|r| r.seen).unwrap_or_default();
+        let (early, late) = seen.into_iter().partition(|c| c.pos < x + SYNC);
+        Piece {
+            end,
+            last,
+            model,
+            tokens,
+            early,
+            late,
+        }
+    }
+}
+
+/// The first clean loop top two pieces share: token indexes in each.
+fn meet(late: &[Clean], early: &[Clean]) -> Option<(usize, usize)> {
+    let mut j = 0;
+    for a in late {
+        while j < early.len() && early[j].pos < a.pos {
+            j += 1;
+        }
+        match early.get(j) {
+            Some(b) if b.pos == a.pos && b.base == a.base => return Some((a.idx, b.idx)),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    None
+}
+
+/// [`ZlibModel`] split over threads (see the module docs).
+pub struct ParZlib {
+    kind: Kind,
+    threads: usize,
+    /// Plaintext from stream offset `data_at` on.
+    data: Vec<u8>,
+    data_at: u64,
+    fed: u64,
+    /// The true run, until its piece is started.
+    first: Option<ZlibModel>,
+    /// Where the next piece not yet started begins.
+    next: u64,
+    jobs: VecDeque<JoinHandle<Piece>>,
+    /// The true run so far and how many of its tokens were handed out.
+    cur: Option<(Piece, usize)>,
+    /// Start of the oldest piece not joined yet (its data must stay).
+    keep_from: u64,
+}
+
+impl ParZlib {
+    /// Carry on `model` (which may have seen part of the stream) in pieces.
+    pub fn new(model: ZlibModel, threads: usize) -> Self {
+        let (block, dict) = model.pigz_params();
+        let kind = Kind {
+            level: model.level(),
+            block,
+            dict,
+        };
+        let fed = model.fed;
+        // The model keeps the last 32 KiB it saw: the first cold piece
+        // builds its chains from them.
+        let data = model.tail().to_vec();
+        ParZlib {
+            kind,
+            threads: threads.max(1),
+            data_at: fed - data.len() as u64,
+            data,
+            fed,
+            first: Some(model),
+            next: fed,
+            jobs: VecDeque::new(),
+            cur: None,
+            keep_from: fed,
+        }
+    }
+
+    fn slice(&self, from: u64, to: u64) -> Vec<u8> {
+        self.data[(from - self.data_at) as usize..(to - self.data_at) as usize].to_vec()
+    }
+
+    fn spawn(&mut self, start: Start, from: u64, x: u64, to: u64, end: u64, last: bool) {
+        let data = self.slice(from, to);
+        let kind = self.kind;
+        self.jobs.push_back(std::thread::spawn(move || {
+            kind.run(start, data, from, x, end, last)
+        }));
+    }
+
+    /// Start every piece whose plaintext is all here (`last`: the stream
+    /// ended, start the rest).
+    fn launch(&mut self, last: bool) {
+        loop {
+            let x = self.next;
+            let end = self.kind.next_boundary(x);
+            let need = end + self.kind.overrun();
+            if self.fed < need && !last {
+                return;
+            }
+            if x >= self.fed && self.first.is_none() {
+                return;
+            }
+            let (end, to, fin) = if self.fed < need {
+                (self.fed, self.fed, true)
+            } else {
+                (end, need, false)
+            };
+            if let Some(m) = self.first.take() {
+                let from = m.fed;
+                self.spawn(Start::Warm(Box::new(m)), from, x, to, end, fin);
+            } else {
+                let prefix = (W as u64).min(x - self.data_at);
+                self.spawn(
+                    Start::Cold {
+                        prefix: prefix as usize,
+                    },
+                    x - prefix,
+                    x,
+                    to,
+                    end,
+                    fin,
+                );
+            }
+            self.next = end;
+            if fin {
+                return;
+            }
+        }
+    }
+
+    /// Join the oldest piece onto the true run; hand out settled tokens.
+    fn join_one(&mut self, out: &mut Vec<Token>) {
+        let Some(h) = self.jobs.pop_front() else {
+            return;
+        };
+        let piece = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let Some((mut cur, from)) = self.cur.take() else {
+            self.keep_from = piece.end;
+            self.cur = Some((piece, 0));
+            return;
+        };
+        if self.kind.pigz() {
+            out.extend_from_slice(&cur.tokens[from..]);
+            self.keep_from = piece.end;
+            self.cur = Some((piece, 0));
+        } else if let Some((i, k)) = meet(&cur.late, &piece.early) {
+            out.extend_from_slice(&cur.tokens[from..i]);
+            self.keep_from = piece.end;
+            self.cur = Some((piece, k));
+        } else {
+            // No meeting point: carry the true run through this piece.
+            #[cfg(test)]
+            FALLBACKS.fetch_add(1, Ordering::Relaxed);
+            out.extend_from_slice(&cur.tokens[from..]);
+            let at = cur.model.fed;
+            let to = if piece.last {
+                piece.end
+            } else {
+                piece.end + self.kind.overrun()
+            };
+            let data = self.slice(at, to);
+            let x = cur.end;
+            let mut p = self.kind.run(
+                Start::Warm(Box::new(cur.model)),
+                data,
+                at,
+                x,
+                piece.end,
+                piece.last,
+            );
+            p.early.clear();
+            cur = p;
+            self.keep_from = piece.end;
+            self.cur = Some((cur, 0));
+        }
+        // Forget plaintext no piece or fallback can need any more.
+        let keep = self.keep_from.saturating_sub(W as u64).max(self.data_at);
+        let cut = (keep - self.data_at) as usize;
+        if cut > 1 << 20 {
+            self.data.drain(..cut);
+            self.data_at = keep;
+        }
+    }
+}
+
+impl Model for ParZlib {
+    fn next_chunk(&self) -> usize {
+        CHUNK as usize
+    }
+
+    fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        self.data.extend_from_slice(chunk);
+        self.fed += chunk.len() as u64;
+        self.launch(false);
+        while self.jobs.len() > self.threads || self.jobs.front().is_some_and(|h| h.is_finished()) {
+            self.join_one(out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Token>) {
+        self.launch(true);
+        while !self.jobs.is_empty() {
+            self.join_one(out);
+        }
+        if let Some((cur, from)) = self.cur.take() {
+            out.extend_from_slice(&cur.tokens[from..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+
+    /// ~3.3 MB: word salad (many short matches), noise, and long zero runs,
+    /// one of them across the second piece boundary, where the cold piece
+    /// and the true run step through the zeros 258 bytes at a time out of
+    /// phase and never meet.
+    fn input() -> Vec<u8> {
+        let mut x = 0x2545f4914f6cdd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: Vec<Vec<u8>> = (0..300)
+            .map(|_| {
+                let n = 2 + rnd() % 8;
+                (0..n).map(|_| b'a' + (rnd() % 10) as u8).collect()
+            })
+            .collect();
+        let mut out = Vec::new();
+        while out.len() < 3_300_000 {
+            if (2 * SEG + OFF - 5000..2 * SEG + OFF).contains(&(out.len() as u64)) {
+                out.resize(out.len() + 60_000, 0);
+            }
+            match rnd() % 50 {
+                0 => out.resize(out.len() + (rnd() % 3000) as usize, 0),
+                1 => out.extend((0..rnd() % 20_000).map(|_| rnd() as u8)),
+                _ => {
+                    for _ in 0..5 + rnd() % 100 {
+                        out.extend_from_slice(&words[(rnd() % 300) as usize]);
+                        out.push(b' ');
+                    }
+                    out.push(b'\n');
+                }
+            }
+        }
+        out
+    }
+
+    fn predict(m: &mut dyn Model, data: &[u8], out: &mut Vec<Token>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            let n = m.next_chunk().min(data.len() - pos);
+            m.predict(&data[pos..pos + n], out);
+            pos += n;
+        }
+    }
+
+    fn run(spec: ModelSpec, threads: usize, switch_at: usize, data: &[u8]) -> Vec<Token> {
+        let mut m = spec.build();
+        let mut out = Vec::new();
+        predict(m.as_mut(), &data[..switch_at], &mut out);
+        if threads > 1 {
+            m = m.parallel(threads).expect("splittable");
+        }
+        predict(m.as_mut(), &data[switch_at..], &mut out);
+        m.finish(&mut out);
+        out
+    }
+
+    /// The split model predicts exactly what the sequential one does, from
+    /// the start (rebuild) or taking over mid-stream (analysis), on any
+    /// thread count, whether pieces meet or not.
+    #[test]
+    fn same_tokens_as_one_thread() {
+        let data = input();
+        let before = FALLBACKS.load(Ordering::Relaxed);
+        let mut specs: Vec<ModelSpec> = (4..=9).map(|level| ModelSpec::Zlib { level }).collect();
+        for (level, block, dict) in [(6, 131072, true), (1, 100_000, true), (6, 100_000, false)] {
+            specs.push(ModelSpec::Pigz { level, block, dict });
+        }
+        specs.push(ModelSpec::Pigz {
+            level: 6,
+            block: 0,
+            dict: true,
+        });
+        for spec in specs {
+            let want = run(spec, 1, 0, &data);
+            for (threads, switch_at) in [(2, 0), (3, 0), (2, 2 << 20), (2, 2 * SEG as usize + 7)] {
+                let got = run(spec, threads, switch_at, &data);
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "{spec:?} threads {threads} from {switch_at}"
+                );
+                let diff = got.iter().zip(&want).position(|(a, b)| a != b);
+                assert_eq!(diff, None, "{spec:?} threads {threads} from {switch_at}");
+            }
+        }
+        assert!(
+            FALLBACKS.load(Ordering::Relaxed) > before,
+            "the no-meeting path was not taken"
+        );
+    }
+
+    /// Short streams end inside the first piece or right after a boundary.
+    #[test]
+    fn short_streams() {
+        let data = input();
+        for len in [
+            0,
+            1,
+            300,
+            70_000,
+            SEG as usize + 5,
+            SEG as usize + OFF as usize + 100,
+            SEG as usize + 40_000,
+        ] {
+            for spec in [
+                ModelSpec::Zlib { level: 6 },
+                ModelSpec::Pigz {
+                    level: 6,
+                    block: 131072,
+                    dict: true,
+                },
+            ] {
+                let want = run(spec, 1, 0, &data[..len]);
+                assert!(run(spec, 2, 0, &data[..len]) == want, "{spec:?} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn meet_needs_same_offset_and_base() {
+        let c = |pos, base, idx| Clean { pos, base, idx };
+        assert_eq!(
+            meet(&[c(5, 0, 1), c(9, 0, 2)], &[c(7, 0, 1), c(9, 0, 4)]),
+            Some((2, 4))
+        );
+        assert_eq!(meet(&[c(9, 32768, 2)], &[c(9, 0, 4)]), None);
+        assert_eq!(meet(&[c(3, 0, 2)], &[]), None);
+    }
+}
