@@ -23,6 +23,9 @@ use crate::varint;
 const PRUNE_AT: [u64; 6] = [32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20];
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
+/// Plaintext after which a candidate left alone by pruning is run on
+/// several threads (pigz twins learn their block size before this).
+const EARLY_PARALLEL: u64 = 512 << 10;
 
 /// What the parsed stream says about a stretch of plaintext.
 #[derive(Clone, Copy)]
@@ -303,6 +306,19 @@ impl<W: Write> Analyzer<W> {
                 }
             }
         }
+        // A pigz twin that learnt the block size an explicit candidate
+        // already had is the same model: keep the first, as ties would.
+        let mut i = 0;
+        while i < self.cands.len() {
+            let dup = self.cands[..i]
+                .iter()
+                .any(|c| c.spec == self.cands[i].spec && c.cost() <= self.cands[i].cost());
+            if dup {
+                self.cands.remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Flags and block size: in plaintext bytes when the block ends on an
@@ -405,6 +421,12 @@ impl<W: Write> Sink for Analyzer<W> {
         {
             self.pruned += 1;
             self.prune();
+            // Alone from here on: no need to wait for the selection.
+            if let [c] = &mut self.cands[..] {
+                if self.total >= EARLY_PARALLEL {
+                    c.go_parallel();
+                }
+            }
         }
         Ok(())
     }
