@@ -6,6 +6,7 @@
 //! Written from reading Go 1.19's deflate.go. Tokens do not depend on block
 //! boundaries (16384-token blocks), so the model runs over the whole stream.
 
+use super::split::{Recorder, Split};
 use super::Model;
 use crate::tokens::Token;
 
@@ -40,7 +41,9 @@ fn hash4(b: &[u8]) -> usize {
 }
 
 /// Go compress/flate levels 2–9 search state.
+#[derive(Clone)]
 pub struct GoStdModel {
+    level: u8,
     lazy: usize,
     nice: usize,
     chain: usize,
@@ -57,6 +60,16 @@ pub struct GoStdModel {
     byte_available: bool,
     input: Vec<u8>,
     input_pos: usize,
+    /// Stream offset of window index 0 (grows by 32 KiB at every slide).
+    base: u64,
+    /// Plaintext bytes given to `predict` so far.
+    fed: u64,
+    /// The last 32 KiB of plaintext seen (for `split`).
+    tail: Vec<u8>,
+    /// Positions before `index` still to hash once 4 bytes are there.
+    pending: usize,
+    /// Clean loop tops to note down (for `split`).
+    rec: Option<Box<Recorder>>,
 }
 
 impl GoStdModel {
@@ -64,6 +77,7 @@ impl GoStdModel {
     pub fn new(level: u8) -> Self {
         let (_good, lazy, nice, chain, skip) = LEVELS[level.clamp(2, 9) as usize];
         GoStdModel {
+            level: level.clamp(2, 9),
             lazy,
             nice,
             chain,
@@ -80,7 +94,34 @@ impl GoStdModel {
             byte_available: false,
             input: Vec::new(),
             input_pos: 0,
+            base: 0,
+            fed: 0,
+            tail: Vec::new(),
+            pending: 0,
+            rec: None,
         }
+    }
+
+    /// The state a lazy-level (4–9) model has on reaching stream offset
+    /// `at` with nothing held back, for a model that did not see the
+    /// stream before: every position of `prefix` (the up to 32 KiB before
+    /// `at`) is hashed, as Go does at these levels. `at` must lie at least
+    /// 1 KiB past a multiple of 32 KiB and 262 bytes before the next one.
+    fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
+        let mut m = GoStdModel::new(level);
+        let w = WINDOW as u64;
+        debug_assert!(at % w >= 1024 && at % w + 262 <= w && at >= w);
+        m.base = (at / w - 1) * w;
+        m.index = (at - m.base) as usize;
+        let start = m.index - prefix.len();
+        m.window[start..m.index].copy_from_slice(prefix);
+        m.window_end = m.index;
+        for p in start..m.index.saturating_sub(MIN_MATCH - 1) {
+            m.insert(p);
+        }
+        m.pending = prefix.len().min(MIN_MATCH - 1);
+        m.fed = at;
+        m
     }
 
     /// Go's fillDeflate: slide when the index nears the end, then copy input.
@@ -89,6 +130,7 @@ impl GoStdModel {
             self.window.copy_within(WINDOW..2 * WINDOW, 0);
             self.index -= WINDOW;
             self.window_end -= WINDOW;
+            self.base += WINDOW as u64;
             self.hash_offset += WINDOW;
             if self.hash_offset > MAX_HASH_OFFSET {
                 let delta = self.hash_offset - 1;
@@ -108,6 +150,10 @@ impl GoStdModel {
             .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
         self.window_end += n;
         self.input_pos += n;
+        while self.pending > 0 && self.index - self.pending + MIN_MATCH <= self.window_end {
+            self.insert(self.index - self.pending);
+            self.pending -= 1;
+        }
         if self.input_pos > 1 << 16 {
             self.input.drain(..self.input_pos);
             self.input_pos = 0;
@@ -174,6 +220,11 @@ impl GoStdModel {
                         self.byte_available = false;
                     }
                     return;
+                }
+            }
+            if let Some(rec) = &mut self.rec {
+                if !self.byte_available && self.length == MIN_MATCH - 1 {
+                    rec.note(self.base + self.index as u64, self.base, out.len());
                 }
             }
             if self.index < max_insert {
@@ -264,11 +315,56 @@ impl Model for GoStdModel {
     }
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
+        self.fed += chunk.len() as u64;
+        super::klauspost::keep_tail(&mut self.tail, chunk, WINDOW);
         self.input.extend_from_slice(chunk);
         self.run(out, false);
     }
 
     fn finish(&mut self, out: &mut Vec<Token>) {
         self.run(out, true);
+    }
+
+    fn parallel(&self, threads: usize) -> Option<Box<dyn Model>> {
+        // Levels 2–3 skip hashing inside matches: their chains depend on
+        // earlier tokens, so a cold piece could not rebuild them.
+        if self.skip != SKIP_NEVER || self.rec.is_some() {
+            return None;
+        }
+        Some(Box::new(super::split::Par::new(self.clone(), threads)))
+    }
+}
+
+impl Split for GoStdModel {
+    type Params = u8;
+
+    fn params(&self) -> u8 {
+        self.level
+    }
+
+    fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    fn block(_: u8) -> usize {
+        0
+    }
+
+    /// Go searches a window only once it is full: the piece before must
+    /// see up to the end of the window that holds the meeting stretch.
+    fn overrun(_: u8) -> u64 {
+        WINDOW as u64 - super::split::OFF
+    }
+
+    fn cold(level: u8, at: u64, prefix: &[u8]) -> Self {
+        GoStdModel::cold_at(level, at, prefix)
+    }
+
+    fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
+        &mut self.rec
     }
 }

@@ -17,8 +17,8 @@ mod klauspost;
 mod kp_lazy;
 mod kp_low;
 mod kp_mid;
+mod split;
 mod zlib;
-mod zlib_par;
 
 use crate::error::{RecipeError, Result};
 use crate::tokens::Token;
@@ -28,7 +28,6 @@ pub use gofast::GoFastModel;
 pub use gostd::GoStdModel;
 pub use klauspost::KlauspostModel;
 pub use zlib::ZlibModel;
-pub use zlib_par::ParZlib;
 
 /// A token predictor for one deflate stream.
 pub trait Model {

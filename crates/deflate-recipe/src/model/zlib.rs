@@ -8,15 +8,15 @@
 //! boundaries, so the model runs over the whole stream. GNU gzip shares the
 //! search; its output mostly agrees.
 
+use super::split::{Recorder, Split, W};
 use super::Model;
 use crate::tokens::Token;
 
-pub(super) const W: usize = 1 << 15;
 const WMASK: usize = W - 1;
 const MIN_MATCH: usize = 3;
 const MAX_MATCH: usize = 258;
 const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
-pub(super) const MAX_DIST: usize = W - MIN_LOOKAHEAD;
+const MAX_DIST: usize = W - MIN_LOOKAHEAD;
 const HASH_MASK: usize = (1 << 15) - 1;
 const TOO_FAR: usize = 4096;
 const NIL: usize = 0;
@@ -70,27 +70,6 @@ pub struct ZlibModel {
     pub(super) fed: u64,
     /// Clean loop tops to note down (see `Clean`), for `zlib_par`.
     pub(super) rec: Option<Box<Recorder>>,
-}
-
-/// A loop top of the lazy search with nothing held back (no pending
-/// literal, no match waiting for the lazy check): from here on the tokens
-/// depend only on the position, the window base and the hash chains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Clean {
-    /// Stream offset.
-    pub pos: u64,
-    /// Stream offset of window index 0 there.
-    pub base: u64,
-    /// Tokens emitted before it (index into the caller's output).
-    pub idx: usize,
-}
-
-/// Where to note clean loop tops, and what was noted.
-#[derive(Clone, Default, Debug)]
-pub(super) struct Recorder {
-    /// Half-open stream ranges to watch.
-    pub ranges: Vec<(u64, u64)>,
-    pub seen: Vec<Clean>,
 }
 
 #[inline]
@@ -176,20 +155,6 @@ impl ZlibModel {
     /// lazy levels hash every position, pigz restarts at every block.
     pub(super) fn splittable(&self) -> bool {
         self.level >= 4 || self.block > 0
-    }
-
-    /// The last (up to) 32 KiB of plaintext seen (plain zlib, and pigz
-    /// with a dictionary).
-    pub(super) fn tail(&self) -> &[u8] {
-        &self.tail
-    }
-
-    pub(super) fn level(&self) -> u8 {
-        self.level
-    }
-
-    pub(super) fn pigz_params(&self) -> (usize, bool) {
-        (self.block, self.dict)
     }
 
     /// A pigz model at the start of the block at stream offset `at`, whose
@@ -425,14 +390,7 @@ impl ZlibModel {
             }
             if let Some(rec) = &mut self.rec {
                 if !self.match_available && self.match_length == MIN_MATCH - 1 {
-                    let pos = self.base + self.strstart as u64;
-                    if rec.ranges.iter().any(|&(a, b)| (a..b).contains(&pos)) {
-                        rec.seen.push(Clean {
-                            pos,
-                            base: self.base,
-                            idx: out.len(),
-                        });
-                    }
+                    rec.note(self.base + self.strstart as u64, self.base, out.len());
                 }
             }
             let mut hash_head = NIL;
@@ -539,7 +497,7 @@ impl Model for ZlibModel {
         if !self.splittable() || self.rec.is_some() {
             return None;
         }
-        Some(Box::new(super::ParZlib::new(self.clone(), threads)))
+        Some(Box::new(super::split::Par::new(self.clone(), threads)))
     }
 
     fn fork_pigz(&self, dict: bool) -> Option<Box<dyn Model>> {
@@ -552,5 +510,38 @@ impl Model for ZlibModel {
             m.tail = Vec::new();
         }
         Some(Box::new(m))
+    }
+}
+
+impl Split for ZlibModel {
+    /// Level, pigz block size, pigz dictionary flag.
+    type Params = (u8, usize, bool);
+
+    fn params(&self) -> Self::Params {
+        (self.level, self.block, self.dict)
+    }
+
+    fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    fn block((_, block, _): Self::Params) -> usize {
+        block
+    }
+
+    fn cold((level, block, dict): Self::Params, at: u64, prefix: &[u8]) -> Self {
+        if block > 0 {
+            ZlibModel::pigz_at_block(level, block, dict, at, prefix)
+        } else {
+            ZlibModel::cold_at(level, at, prefix)
+        }
+    }
+
+    fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
+        &mut self.rec
     }
 }

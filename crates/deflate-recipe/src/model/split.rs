@@ -1,22 +1,29 @@
-//! The zlib and pigz models run in pieces on several threads, predicting
-//! exactly what the single-threaded model predicts.
+//! Models run in pieces on several threads, predicting exactly what they
+//! predict on one thread: zlib levels 4–9, pigz, Go compress/flate 4–9.
 //!
 //! Why this works: the match search is nearly all the cost of analysing
-//! and rebuilding a zlib-made stream, and it is serial (each search starts
-//! where the previous token ended). But at the lazy levels (4–9) zlib
-//! hashes every position, so its hash chains at any offset depend only on
-//! the 32 KiB of plaintext before it; what carries over from earlier is
-//! the token boundary and the lazy state. A piece started cold at offset
-//! `x` (chains built from the 32 KiB before `x`, nothing held back) soon
-//! passes a *clean* loop top (nothing held back, see [`Clean`]) that the
-//! true run, carried on past `x`, passes too: from there both compute the
-//! same thing. So every piece runs [`SYNC`] bytes into the next one and
-//! notes its clean loop tops where it starts and where it overruns, and
-//! two pieces are joined at the first clean loop top (same offset, same
-//! window base) they share. A pair that never meets is not guessed at: the
-//! true run is carried on through the next piece on the calling thread
-//! (slower, same tokens). pigz restarts its search at every block, so its
-//! pieces start on block boundaries and join without a check.
+//! and rebuilding a stream from these encoders, and it is serial (each
+//! search starts where the previous token ended). But at their lazy
+//! levels zlib and Go hash every position, so the hash chains at any
+//! offset depend only on the 32 KiB of plaintext before it; what carries
+//! over from earlier is the token boundary and the lazy state. A piece
+//! started cold at offset `x` (chains built from the 32 KiB before `x`,
+//! nothing held back) soon passes a *clean* loop top (nothing held back,
+//! see [`Clean`]) that the true run, carried on past `x`, passes too: from
+//! there both compute the same thing. So every piece runs [`SYNC`] bytes
+//! into the next one and notes its clean loop tops where it starts and
+//! where it overruns, and two pieces are joined at the first clean loop
+//! top (same offset, same window base) they share. A pair that never meets
+//! is not guessed at: the true run is carried on through the next piece on
+//! the calling thread (slower, same tokens). pigz restarts its search at
+//! every block, so its pieces start on block boundaries and join without
+//! a check.
+//!
+//! Both encoders slide their 64 KiB window by 32 KiB at the first loop top
+//! at least 261 bytes short of its end, so away from those stretches the
+//! window base at an offset is known without having run: cold pieces start
+//! [`OFF`] bytes past a multiple of 32 KiB and look for meetings well
+//! before the next slide.
 //!
 //! Predictions come out up to `threads` + 1 pieces (~1 MiB each) late;
 //! callers already take them as they come.
@@ -26,18 +33,75 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use super::zlib::{Clean, Recorder, ZlibModel, W};
 use super::Model;
 use crate::tokens::Token;
+
+/// Window size of the encoders split here.
+pub(super) const W: usize = 1 << 15;
+
+/// A loop top of a lazy search with nothing held back (no pending
+/// literal, no match waiting for the lazy check): from here on the tokens
+/// depend only on the position, the window base and the hash chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Clean {
+    /// Stream offset.
+    pub pos: u64,
+    /// Stream offset of window index 0 there.
+    pub base: u64,
+    /// Tokens emitted before it (index into the caller's output).
+    pub idx: usize,
+}
+
+/// Where to note clean loop tops, and what was noted.
+#[derive(Clone, Default, Debug)]
+pub(super) struct Recorder {
+    /// Half-open stream ranges to watch.
+    pub ranges: Vec<(u64, u64)>,
+    pub seen: Vec<Clean>,
+}
+
+impl Recorder {
+    /// Note a clean loop top at `pos` if it is in a watched range.
+    #[inline]
+    pub fn note(&mut self, pos: u64, base: u64, idx: usize) {
+        if self.ranges.iter().any(|&(a, b)| (a..b).contains(&pos)) {
+            self.seen.push(Clean { pos, base, idx });
+        }
+    }
+}
+
+/// A model that can be split into pieces.
+pub(super) trait Split: Model + Send + Sized + 'static {
+    /// What a cold piece needs to build its model.
+    type Params: Copy + Send + 'static;
+    fn params(&self) -> Self::Params;
+    /// Plaintext bytes given to `predict` so far.
+    fn fed(&self) -> u64;
+    /// The last (up to) 32 KiB of plaintext seen.
+    fn tail(&self) -> &[u8];
+    /// Input bytes per independently compressed block (pigz), or 0 when
+    /// pieces start cold and must meet the true run.
+    fn block(p: Self::Params) -> usize;
+    /// Plaintext past a piece's end the piece needs to have run through
+    /// the meeting stretch `[end, end + SYNC)` (block models: 0).
+    fn overrun(_: Self::Params) -> u64 {
+        SYNC
+    }
+    /// The model at stream offset `at` (a block start when `block` > 0),
+    /// the plaintext before it ending with `prefix`.
+    fn cold(p: Self::Params, at: u64, prefix: &[u8]) -> Self;
+    /// Where clean loop tops are noted.
+    fn recorder(&mut self) -> &mut Option<Box<Recorder>>;
+}
 
 /// Plaintext per piece.
 const SEG: u64 = 1 << 20;
 /// zlib pieces start this far past a multiple of SEG (and so of 32 KiB),
 /// where the window base is known and no slide can happen for a while.
-const OFF: u64 = 1 << 10;
+pub(super) const OFF: u64 = 1 << 10;
 /// How far a zlib piece runs into the next one looking for a meeting point
 /// (kept clear of the next window slide: OFF + SYNC + 262 < 32 KiB).
-const SYNC: u64 = 24 << 10;
+pub(super) const SYNC: u64 = 24 << 10;
 /// The sequential callers feed 64 KiB chunks from the stream start.
 const CHUNK: u64 = 1 << 16;
 
@@ -46,12 +110,12 @@ const CHUNK: u64 = 1 << 16;
 static FALLBACKS: AtomicUsize = AtomicUsize::new(0);
 
 /// One piece's run.
-struct Piece {
+struct Piece<M> {
     /// Stream offset where the next piece starts.
     end: u64,
     /// The piece ran to the end of the stream.
     last: bool,
-    model: ZlibModel,
+    model: M,
     tokens: Vec<Token>,
     /// Clean loop tops in `[start, start + SYNC)`.
     early: Vec<Clean>,
@@ -60,31 +124,40 @@ struct Piece {
 }
 
 /// How a piece's model starts.
-enum Start {
+enum Start<M> {
     /// The true run so far, carried on.
-    Warm(Box<ZlibModel>),
+    Warm(Box<M>),
     /// Cold at the piece start; the data begins with up to 32 KiB before it.
     Cold { prefix: usize },
 }
 
 /// Parameters shared by every piece.
-#[derive(Clone, Copy)]
-struct Kind {
-    level: u8,
-    /// pigz block size and dictionary flag (block 0: plain zlib).
-    block: usize,
-    dict: bool,
+struct Kind<M: Split> {
+    params: M::Params,
 }
 
-impl Kind {
+impl<M: Split> Clone for Kind<M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: Split> Copy for Kind<M> {}
+
+impl<M: Split> Kind<M> {
     fn pigz(&self) -> bool {
-        self.block > 0
+        self.block() > 0
+    }
+
+    fn block(&self) -> usize {
+        M::block(self.params)
     }
 
     /// The piece boundary after `x`.
     fn next_boundary(&self, x: u64) -> u64 {
         if self.pigz() {
-            let stride = (SEG / self.block as u64).max(1) * self.block as u64;
+            let block = self.block() as u64;
+            let stride = (SEG / block).max(1) * block;
             (x / stride + 1) * stride
         } else {
             let j = x.saturating_sub(OFF) / SEG + 1;
@@ -97,29 +170,29 @@ impl Kind {
         if self.pigz() {
             0
         } else {
-            SYNC
+            M::overrun(self.params)
         }
     }
 
     /// Run one piece over `data` (stream offset `at` of its first byte).
-    fn run(self, start: Start, data: Vec<u8>, at: u64, x: u64, end: u64, last: bool) -> Piece {
+    fn run(
+        self,
+        start: Start<M>,
+        data: Vec<u8>,
+        at: u64,
+        x: u64,
+        end: u64,
+        last: bool,
+    ) -> Piece<M> {
         let (mut model, from) = match start {
             Start::Warm(m) => {
-                let from = (m.fed - at) as usize;
+                let from = (m.fed() - at) as usize;
                 (*m, from)
             }
-            Start::Cold { prefix } => {
-                let pre = &data[..prefix];
-                let m = if self.pigz() {
-                    ZlibModel::pigz_at_block(self.level, self.block, self.dict, x, pre)
-                } else {
-                    ZlibModel::cold_at(self.level, x, pre)
-                };
-                (m, prefix)
-            }
+            Start::Cold { prefix } => (M::cold(self.params, x, &data[..prefix]), prefix),
         };
         if !self.pigz() {
-            model.rec = Some(Box::new(Recorder {
+            *model.recorder() = Some(Box::new(Recorder {
                 ranges: vec![(x, x + SYNC), (end, end + SYNC)],
                 seen: Vec::new(),
             }));
@@ -138,7 +211,7 @@ impl Kind {
         if last {
             model.finish(&mut tokens);
         }
-        let seen = model.rec.take().map(|r| r.seen).unwrap_or_default();
+        let seen = model.recorder().take().map(|r| r.seen).unwrap_or_default();
         let (early, late) = seen.into_iter().partition(|c| c.pos < x + SYNC);
         Piece {
             end,
@@ -167,39 +240,36 @@ fn meet(late: &[Clean], early: &[Clean]) -> Option<(usize, usize)> {
     None
 }
 
-/// [`ZlibModel`] split over threads (see the module docs).
-pub struct ParZlib {
-    kind: Kind,
+/// A model split over threads (see the module docs).
+pub struct Par<M: Split> {
+    kind: Kind<M>,
     threads: usize,
     /// Plaintext from stream offset `data_at` on.
     data: Vec<u8>,
     data_at: u64,
     fed: u64,
     /// The true run, until its piece is started.
-    first: Option<ZlibModel>,
+    first: Option<M>,
     /// Where the next piece not yet started begins.
     next: u64,
-    jobs: VecDeque<JoinHandle<Piece>>,
+    jobs: VecDeque<JoinHandle<Piece<M>>>,
     /// The true run so far and how many of its tokens were handed out.
-    cur: Option<(Piece, usize)>,
+    cur: Option<(Piece<M>, usize)>,
     /// Start of the oldest piece not joined yet (its data must stay).
     keep_from: u64,
 }
 
-impl ParZlib {
+impl<M: Split> Par<M> {
     /// Carry on `model` (which may have seen part of the stream) in pieces.
-    pub fn new(model: ZlibModel, threads: usize) -> Self {
-        let (block, dict) = model.pigz_params();
+    pub(super) fn new(model: M, threads: usize) -> Self {
         let kind = Kind {
-            level: model.level(),
-            block,
-            dict,
+            params: model.params(),
         };
-        let fed = model.fed;
+        let fed = model.fed();
         // The model keeps the last 32 KiB it saw: the first cold piece
         // builds its chains from them.
         let data = model.tail().to_vec();
-        ParZlib {
+        Par {
             kind,
             threads: threads.max(1),
             data_at: fed - data.len() as u64,
@@ -217,7 +287,7 @@ impl ParZlib {
         self.data[(from - self.data_at) as usize..(to - self.data_at) as usize].to_vec()
     }
 
-    fn spawn(&mut self, start: Start, from: u64, x: u64, to: u64, end: u64, last: bool) {
+    fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
         let data = self.slice(from, to);
         let kind = self.kind;
         self.jobs.push_back(std::thread::spawn(move || {
@@ -244,7 +314,7 @@ impl ParZlib {
                 (end, need, false)
             };
             if let Some(m) = self.first.take() {
-                let from = m.fed;
+                let from = m.fed();
                 self.spawn(Start::Warm(Box::new(m)), from, x, to, end, fin);
             } else {
                 let prefix = (W as u64).min(x - self.data_at);
@@ -290,7 +360,7 @@ impl ParZlib {
             #[cfg(test)]
             FALLBACKS.fetch_add(1, Ordering::Relaxed);
             out.extend_from_slice(&cur.tokens[from..]);
-            let at = cur.model.fed;
+            let at = cur.model.fed();
             let to = if piece.last {
                 piece.end
             } else {
@@ -321,7 +391,7 @@ impl ParZlib {
     }
 }
 
-impl Model for ParZlib {
+impl<M: Split> Model for Par<M> {
     fn next_chunk(&self) -> usize {
         CHUNK as usize
     }
@@ -418,6 +488,7 @@ mod tests {
         let data = input();
         let before = FALLBACKS.load(Ordering::Relaxed);
         let mut specs: Vec<ModelSpec> = (4..=9).map(|level| ModelSpec::Zlib { level }).collect();
+        specs.extend((4..=9).map(|level| ModelSpec::GoStd { level }));
         for (level, block, dict) in [(6, 131072, true), (1, 100_000, true), (6, 100_000, false)] {
             specs.push(ModelSpec::Pigz { level, block, dict });
         }
@@ -460,6 +531,7 @@ mod tests {
         ] {
             for spec in [
                 ModelSpec::Zlib { level: 6 },
+                ModelSpec::GoStd { level: 6 },
                 ModelSpec::Pigz {
                     level: 6,
                     block: 131072,
