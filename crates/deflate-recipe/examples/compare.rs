@@ -41,7 +41,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use preflate_rs::{PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
-use stowage_deflate_recipe::{analyze_gzip, rebuild_gzip, recipe_kind, Recipe};
+use stowage_deflate_recipe::{analyze_gzip, rebuild_gzip, recipe_kind, set_threads, Recipe};
 
 const REGISTRY: &str = "/var/tmp/stowage-dev/registry/docker/registry/v2/blobs/sha256";
 const GO: &str = "/usr/lib/go-1.19/bin/go";
@@ -57,6 +57,15 @@ fn thread_cpu() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
+/// CPU seconds (user + system) used by this process's threads.
+fn process_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(r.ru_utime) + tv(r.ru_stime)
+}
+
 /// CPU seconds (user + system) used by waited-for children.
 fn children_cpu() -> f64 {
     // SAFETY: getrusage fills the zeroed struct we own.
@@ -66,20 +75,22 @@ fn children_cpu() -> f64 {
     tv(r.ru_utime) + tv(r.ru_stime)
 }
 
-/// Wall and CPU time of one step.
-struct Clock(Instant, f64);
+/// Wall and CPU time of one step: CPU of this thread, or of the whole
+/// process when the step runs threads of its own.
+struct Clock(Instant, f64, bool);
 
 impl Clock {
     fn start() -> Self {
-        Clock(Instant::now(), thread_cpu())
+        Clock(Instant::now(), thread_cpu(), false)
+    }
+    fn start_process() -> Self {
+        Clock(Instant::now(), process_cpu(), true)
     }
     /// MB/s of `bytes` by (wall, cpu) time.
     fn rate(&self, bytes: usize) -> (f64, f64) {
         let mb = bytes as f64 / 1e6;
-        (
-            mb / self.0.elapsed().as_secs_f64(),
-            mb / (thread_cpu() - self.1),
-        )
+        let cpu = if self.2 { process_cpu() } else { thread_cpu() };
+        (mb / self.0.elapsed().as_secs_f64(), mb / (cpu - self.1))
     }
 }
 
@@ -164,8 +175,12 @@ struct Row {
     tar: usize,
     ours_kind: String,
     ours_recipe: usize,
+    /// One thread: (wall, thread CPU).
     ours_a: Vec<(f64, f64)>,
     ours_r: Vec<(f64, f64)>,
+    /// Default threads: (wall, process CPU).
+    par_a: Vec<(f64, f64)>,
+    par_r: Vec<(f64, f64)>,
     ours_ok: bool,
     pf_recipe: Option<usize>,
     pf_chunks: usize,
@@ -176,23 +191,39 @@ struct Row {
     enc: Vec<(f64, f64)>,
 }
 
-fn ours(gz: &[u8], row: &mut Row) -> Vec<u8> {
+/// Ours on one thread (`threads` 1) or on the default thread count (0).
+fn ours(gz: &[u8], row: &mut Row, threads: usize) -> Vec<u8> {
+    set_threads(threads);
+    let clock = if threads == 1 {
+        Clock::start
+    } else {
+        Clock::start_process
+    };
     let mut plain = Vec::with_capacity(row.tar.max(gz.len() * 3));
-    let t = Clock::start();
+    let t = clock();
     let recipe = analyze_gzip(gz, &mut plain).expect("our analyse");
     let ta = t.rate(plain.len());
     let bytes = recipe.to_bytes();
     let recipe = Recipe::from_bytes(&bytes).expect("recipe parses");
     let mut out = Vec::with_capacity(gz.len());
-    let t = Clock::start();
+    let t = clock();
     rebuild_gzip(&plain[..], &recipe, &mut out).expect("our rebuild");
     let tr = t.rate(plain.len());
     row.tar = plain.len();
-    row.ours_kind = recipe_kind(&recipe).to_string();
-    row.ours_recipe = bytes.len();
-    row.ours_ok = out == gz;
-    row.ours_a.push(ta);
-    row.ours_r.push(tr);
+    let kind = recipe_kind(&recipe).to_string();
+    let ok = out == gz;
+    if threads == 1 {
+        row.ours_kind = kind;
+        row.ours_recipe = bytes.len();
+        row.ours_ok = ok;
+        row.ours_a.push(ta);
+        row.ours_r.push(tr);
+    } else {
+        // Same recipe whatever the threads: a difference is a mismatch.
+        row.ours_ok &= ok && kind == row.ours_kind && bytes.len() == row.ours_recipe;
+        row.par_a.push(ta);
+        row.par_r.push(tr);
+    }
     plain
 }
 
@@ -483,8 +514,8 @@ fn main() {
     for run in 0..runs {
         for (inp, row) in inputs.iter().zip(rows.iter_mut()) {
             eprintln!("run {run}: {}", inp.label);
-            let plain = ours(&inp.gz, row);
-            drop(plain);
+            drop(ours(&inp.gz, row, 1));
+            drop(ours(&inp.gz, row, 0));
             if row.pf_err.is_none() {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     preflate(&inp.gz, row)
@@ -534,24 +565,27 @@ fn main() {
             pf
         );
     }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "\nSpeed, MB/s of plaintext by CPU time (by wall time in parentheses), medians of {runs} runs:\n"
+        "\nSpeed on one thread, MB/s of plaintext by CPU time (by wall time in parentheses), medians of {runs} runs:\n"
     );
     println!("| stream | ours: analyse | preflate-rs: analyse | analyse × | ours: rebuild | preflate-rs: rebuild | rebuild × | encoder | rebuild ÷ encoder |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let f = |v: (f64, f64)| format!("{:.1} ({:.1})", v.1, v.0);
+    let pf = |row: &Row| {
+        (row.pf_err.is_none() && !row.pf_a.is_empty())
+            .then(|| (medians(&row.pf_a), medians(&row.pf_r)))
+    };
     for (inp, row) in inputs.iter().zip(rows.iter()) {
         let (oa, or) = (medians(&row.ours_a), medians(&row.ours_r));
-        let (pa, pr, xa, xr) = if row.pf_err.is_none() && !row.pf_a.is_empty() {
-            let (pa, pr) = (medians(&row.pf_a), medians(&row.pf_r));
-            (
+        let (pa, pr, xa, xr) = match pf(row) {
+            Some((pa, pr)) => (
                 f(pa),
                 f(pr),
                 format!("{:.2}", oa.1 / pa.1),
                 format!("{:.2}", or.1 / pr.1),
-            )
-        } else {
-            ("refused".into(), "–".into(), "–".into(), "–".into())
+            ),
+            None => ("refused".into(), "–".into(), "–".into(), "–".into()),
         };
         let (enc, ratio) = if row.enc.is_empty() {
             ("–".to_string(), "–".to_string())
@@ -568,5 +602,32 @@ fn main() {
     }
     println!(
         "\n× = ours ÷ preflate-rs by CPU time; rebuild ÷ encoder = our rebuild ÷ the original encoder compressing the same tar (CPU time, one thread)."
+    );
+    println!(
+        "\nSpeed on this machine's {threads} threads, MB/s of plaintext by wall time (CPU time of the whole process in parentheses), medians of {runs} runs; preflate-rs and the encoders run on one thread (pigz -p 1, GOMAXPROCS=1):\n"
+    );
+    println!("| stream | ours: analyse | analyse × preflate-rs | ours: rebuild | rebuild × preflate-rs | rebuild ÷ encoder |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let g = |v: (f64, f64)| format!("{:.1} ({:.1})", v.0, v.1);
+    for (inp, row) in inputs.iter().zip(rows.iter()) {
+        let (oa, or) = (medians(&row.par_a), medians(&row.par_r));
+        let (xa, xr) = match pf(row) {
+            Some((pa, pr)) => (format!("{:.2}", oa.0 / pa.0), format!("{:.2}", or.0 / pr.0)),
+            None => ("–".into(), "–".into()),
+        };
+        let ratio = if row.enc.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.2}", or.0 / medians(&row.enc).0)
+        };
+        println!(
+            "| {} | {} | {xa} | {} | {xr} | {ratio} |",
+            inp.label,
+            g(oa),
+            g(or)
+        );
+    }
+    println!(
+        "\n× = ours ÷ preflate-rs by wall time; rebuild ÷ encoder = our rebuild ÷ the original encoder compressing the same tar on one thread (wall time)."
     );
 }

@@ -131,6 +131,28 @@ enum Start<M> {
     Cold { prefix: usize },
 }
 
+/// A piece being run, or run already (when no thread could be started).
+enum Job<M> {
+    Running(JoinHandle<Piece<M>>),
+    Done(Box<Piece<M>>),
+}
+
+impl<M> Job<M> {
+    fn is_finished(&self) -> bool {
+        match self {
+            Job::Running(h) => h.is_finished(),
+            Job::Done(_) => true,
+        }
+    }
+
+    fn join(self) -> Piece<M> {
+        match self {
+            Job::Running(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            Job::Done(p) => *p,
+        }
+    }
+}
+
 /// Parameters shared by every piece.
 struct Kind<M: Split> {
     params: M::Params,
@@ -252,7 +274,7 @@ pub struct Par<M: Split> {
     first: Option<M>,
     /// Where the next piece not yet started begins.
     next: u64,
-    jobs: VecDeque<JoinHandle<Piece<M>>>,
+    jobs: VecDeque<Job<M>>,
     /// The true run so far and how many of its tokens were handed out.
     cur: Option<(Piece<M>, usize)>,
     /// Start of the oldest piece not joined yet (its data must stay).
@@ -290,9 +312,23 @@ impl<M: Split> Par<M> {
     fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
         let data = self.slice(from, to);
         let kind = self.kind;
-        self.jobs.push_back(std::thread::spawn(move || {
-            kind.run(start, data, from, x, end, last)
-        }));
+        // The closure comes back if no thread can be had: run it here.
+        let job = std::sync::Arc::new(std::sync::Mutex::new(Some((start, data))));
+        let mine = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name("deflate-piece".into())
+            .spawn(move || {
+                let (start, data) = mine.lock().unwrap().take().expect("piece input");
+                kind.run(start, data, from, x, end, last)
+            });
+        let job = match spawned {
+            Ok(h) => Job::Running(h),
+            Err(_) => {
+                let (start, data) = job.lock().unwrap().take().expect("piece input");
+                Job::Done(Box::new(kind.run(start, data, from, x, end, last)))
+            }
+        };
+        self.jobs.push_back(job);
     }
 
     /// Start every piece whose plaintext is all here (`last`: the stream
@@ -341,7 +377,7 @@ impl<M: Split> Par<M> {
         let Some(h) = self.jobs.pop_front() else {
             return;
         };
-        let piece = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let piece = h.join();
         let Some((mut cur, from)) = self.cur.take() else {
             self.keep_from = piece.end;
             self.cur = Some((piece, 0));
