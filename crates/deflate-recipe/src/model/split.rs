@@ -82,10 +82,11 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     /// Input bytes per independently compressed block (pigz), or 0 when
     /// pieces start cold and must meet the true run.
     fn block(p: Self::Params) -> usize;
-    /// Plaintext past a piece's end the piece needs to have run through
-    /// the meeting stretch `[end, end + SYNC)` (block models: 0).
+    /// Plaintext past its end a piece runs through on its own thread.
+    /// Pieces mostly meet within a few bytes; the rest of the meeting
+    /// stretch `[end, end + SYNC)` is searched on the calling thread.
     fn overrun(_: Self::Params) -> u64 {
-        SYNC
+        2 << 10
     }
     /// The model at stream offset `at` (a block start when `block` > 0),
     /// the plaintext before it ending with `prefix`.
@@ -104,10 +105,15 @@ pub(super) const OFF: u64 = 1 << 10;
 pub(super) const SYNC: u64 = 24 << 10;
 /// The sequential callers feed 64 KiB chunks from the stream start.
 const CHUNK: u64 = 1 << 16;
+/// Bytes a search may look ahead (zlib's MIN_LOOKAHEAD, Go's 4 + 258).
+const MAX_LOOKAHEAD: u64 = 262;
 
-/// Times no meeting point was found (tests check both paths ran).
+/// Times no meeting point was found, and times one was looked for on the
+/// calling thread (tests check every path ran).
 #[cfg(test)]
 static FALLBACKS: AtomicUsize = AtomicUsize::new(0);
+#[cfg(test)]
+static LATE_MEETINGS: AtomicUsize = AtomicUsize::new(0);
 
 /// One piece's run.
 struct Piece<M> {
@@ -138,13 +144,6 @@ enum Job<M> {
 }
 
 impl<M> Job<M> {
-    fn is_finished(&self) -> bool {
-        match self {
-            Job::Running(h) => h.is_finished(),
-            Job::Done(_) => true,
-        }
-    }
-
     fn join(self) -> Piece<M> {
         match self {
             Job::Running(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
@@ -196,6 +195,26 @@ impl<M: Split> Kind<M> {
         }
     }
 
+    /// How far past a piece's end the true run may go to meet the next.
+    fn reach(&self) -> u64 {
+        self.overrun().max(SYNC + 2 * MAX_LOOKAHEAD)
+    }
+
+    /// Give `model` the plaintext `data` (stream offset `at`) in the
+    /// chunks a one-thread caller would.
+    fn feed(&self, model: &mut M, data: &[u8], at: u64, out: &mut Vec<Token>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            let mut n = model.next_chunk().min(data.len() - pos);
+            if !self.pigz() {
+                let abs = at + pos as u64;
+                n = n.min((CHUNK - abs % CHUNK) as usize);
+            }
+            model.predict(&data[pos..pos + n], out);
+            pos += n;
+        }
+    }
+
     /// Run one piece over `data` (stream offset `at` of its first byte).
     fn run(
         self,
@@ -220,16 +239,7 @@ impl<M: Split> Kind<M> {
             }));
         }
         let mut tokens = Vec::new();
-        let mut pos = from;
-        while pos < data.len() {
-            let mut n = model.next_chunk().min(data.len() - pos);
-            if !self.pigz() {
-                let abs = at + pos as u64;
-                n = n.min((CHUNK - abs % CHUNK) as usize);
-            }
-            model.predict(&data[pos..pos + n], &mut tokens);
-            pos += n;
-        }
+        self.feed(&mut model, &data[from..], at + from as u64, &mut tokens);
         if last {
             model.finish(&mut tokens);
         }
@@ -372,6 +382,37 @@ impl<M: Split> Par<M> {
         }
     }
 
+    /// Where the true run `cur` meets `next`: carried on a little at a
+    /// time on this thread while the meeting stretch is not passed.
+    fn meet_on(&self, cur: &mut Piece<M>, next: &Piece<M>) -> Option<(usize, usize)> {
+        let limit = (cur.end + self.kind.reach()).min(self.fed);
+        loop {
+            if let Some(m) = meet(&cur.late, &next.early) {
+                return Some(m);
+            }
+            let at = cur.model.fed();
+            if at >= limit {
+                return None;
+            }
+            #[cfg(test)]
+            LATE_MEETINGS.fetch_add(1, Ordering::Relaxed);
+            let to = (at + 4096).min(limit);
+            *cur.model.recorder() = Some(Box::new(Recorder {
+                ranges: vec![(cur.end, cur.end + SYNC)],
+                seen: Vec::new(),
+            }));
+            let data = self.slice(at, to);
+            self.kind.feed(&mut cur.model, &data, at, &mut cur.tokens);
+            let seen = cur
+                .model
+                .recorder()
+                .take()
+                .map(|r| r.seen)
+                .unwrap_or_default();
+            cur.late.extend(seen);
+        }
+    }
+
     /// Join the oldest piece onto the true run; hand out settled tokens.
     fn join_one(&mut self, out: &mut Vec<Token>) {
         let Some(h) = self.jobs.pop_front() else {
@@ -387,7 +428,7 @@ impl<M: Split> Par<M> {
             out.extend_from_slice(&cur.tokens[from..]);
             self.keep_from = piece.end;
             self.cur = Some((piece, 0));
-        } else if let Some((i, k)) = meet(&cur.late, &piece.early) {
+        } else if let Some((i, k)) = self.meet_on(&mut cur, &piece) {
             out.extend_from_slice(&cur.tokens[from..i]);
             self.keep_from = piece.end;
             self.cur = Some((piece, k));
@@ -436,7 +477,10 @@ impl<M: Split> Model for Par<M> {
         self.data.extend_from_slice(chunk);
         self.fed += chunk.len() as u64;
         self.launch(false);
-        while self.jobs.len() > self.threads || self.jobs.front().is_some_and(|h| h.is_finished()) {
+        // Join only when more than `threads` pieces run: the caller reads ahead
+        // until then, so `threads` pieces keep running while it works through
+        // the tokens handed out.
+        while self.jobs.len() > self.threads {
             self.join_one(out);
         }
     }
@@ -457,10 +501,11 @@ mod tests {
     use super::*;
     use crate::model::ModelSpec;
 
-    /// ~3.3 MB: word salad (many short matches), noise, and long zero runs,
-    /// one of them across the second piece boundary, where the cold piece
-    /// and the true run step through the zeros 258 bytes at a time out of
-    /// phase and never meet.
+    /// ~3.3 MB: word salad (many short matches), noise, and zero runs: a
+    /// long one across the second piece boundary, where the cold piece and
+    /// the true run step through the zeros 258 bytes at a time out of phase
+    /// and never meet, a shorter one at the third, where they meet only
+    /// past it.
     fn input() -> Vec<u8> {
         let mut x = 0x2545f4914f6cdd1du64;
         let mut rnd = move || {
@@ -479,6 +524,9 @@ mod tests {
         while out.len() < 3_300_000 {
             if (2 * SEG + OFF - 5000..2 * SEG + OFF).contains(&(out.len() as u64)) {
                 out.resize(out.len() + 60_000, 0);
+            }
+            if (3 * SEG + OFF - 5000..3 * SEG + OFF).contains(&(out.len() as u64)) {
+                out.resize(out.len() + 11_000, 0);
             }
             match rnd() % 50 {
                 0 => out.resize(out.len() + (rnd() % 3000) as usize, 0),
@@ -523,6 +571,7 @@ mod tests {
     fn same_tokens_as_one_thread() {
         let data = input();
         let before = FALLBACKS.load(Ordering::Relaxed);
+        let late = LATE_MEETINGS.load(Ordering::Relaxed);
         let mut specs: Vec<ModelSpec> = (4..=9).map(|level| ModelSpec::Zlib { level }).collect();
         specs.extend((4..=9).map(|level| ModelSpec::GoStd { level }));
         for (level, block, dict) in [(6, 131072, true), (1, 100_000, true), (6, 100_000, false)] {
@@ -549,6 +598,10 @@ mod tests {
         assert!(
             FALLBACKS.load(Ordering::Relaxed) > before,
             "the no-meeting path was not taken"
+        );
+        assert!(
+            LATE_MEETINGS.load(Ordering::Relaxed) > late,
+            "no meeting was looked for on the calling thread"
         );
     }
 
