@@ -219,12 +219,9 @@ impl ZlibModel {
                 self.match_start = self.match_start.wrapping_sub(W);
                 self.strstart -= W;
                 self.base += W as u64;
+                // Entries below W fall out of the window and become NIL (0).
                 for h in self.head.iter_mut().chain(self.prev.iter_mut()) {
-                    *h = if *h as usize >= W {
-                        *h - W as u16
-                    } else {
-                        NIL as u16
-                    };
+                    *h = h.saturating_sub(W as u16);
                 }
                 more += W;
             }
