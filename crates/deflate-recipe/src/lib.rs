@@ -16,6 +16,13 @@
 //! up to ~29 models run side by side, ≤ ~15 MiB). The recipe itself is built
 //! in memory (compressed as it grows).
 //!
+//! Threads: the zlib (levels 4–9), pigz and Go compress/flate (4–9) models
+//! run in ~1 MiB pieces on up to [`set_threads`] threads (default: every
+//! core) and predict exactly what they predict on one thread, so recipes do
+//! not depend on the thread count (`model::split` says why this is exact).
+//! Pieces in flight add ~(threads + 1) MiB of plaintext and their tokens to
+//! the memory above.
+//!
 //! Recipe format: see the `recipe` module source; its version byte is
 //! [`FORMAT_VERSION`], and older versions stay readable.
 

@@ -367,4 +367,8 @@ impl Split for GoStdModel {
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
         &mut self.rec
     }
+
+    fn position(&self) -> (u64, u64) {
+        (self.base + self.index as u64, self.base)
+    }
 }

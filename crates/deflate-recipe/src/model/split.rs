@@ -19,6 +19,15 @@
 //! every block, so its pieces start on block boundaries and join without
 //! a check.
 //!
+//! zlib's fast levels (1–3) do not hash inside long matches, so their
+//! chains depend on earlier tokens and a cold piece cannot rebuild them
+//! from the plaintext. Those pieces start [`BACK`] bytes early with empty
+//! chains and run until their tokens fall into step with the true run's.
+//! They are joined where the true run stopped if the piece passed the same
+//! loop top after the same tokens over more than a window (the chains hold
+//! nothing older, so they are the same too); otherwise the true run is
+//! carried on past where the tokens differ and compared again.
+//!
 //! Both encoders slide their 64 KiB window by 32 KiB at the first loop top
 //! at least 261 bytes short of its end, so away from those stretches the
 //! window base at an offset is known without having run: cold pieces start
@@ -91,6 +100,19 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     /// The model at stream offset `at` (a block start when `block` > 0),
     /// the plaintext before it ending with `prefix`.
     fn cold(p: Self::Params, at: u64, prefix: &[u8]) -> Self;
+    /// True when the hash chains depend on earlier tokens (zlib levels
+    /// 1–3 skip hashing inside long matches): pieces then start [`BACK`]
+    /// bytes early with empty chains and are joined only where their
+    /// tokens equal the true run's over more than a window.
+    fn back_start(_: Self::Params) -> bool {
+        false
+    }
+    /// The model at stream offset `at` with empty chains (back-start models).
+    fn fresh(p: Self::Params, at: u64) -> Self {
+        Self::cold(p, at, &[])
+    }
+    /// Stream offset of the loop top the model stopped at, and its window base.
+    fn position(&self) -> (u64, u64);
     /// Where clean loop tops are noted.
     fn recorder(&mut self) -> &mut Option<Box<Recorder>>;
 }
@@ -107,6 +129,14 @@ pub(super) const SYNC: u64 = 24 << 10;
 const CHUNK: u64 = 1 << 16;
 /// Bytes a search may look ahead (zlib's MIN_LOOKAHEAD, Go's 4 + 258).
 const MAX_LOOKAHEAD: u64 = 262;
+/// How early a back-start piece starts: a window for its chains to fill,
+/// room to fall into step with the true run, then a window of equal
+/// tokens to compare (and a start 25 KiB past a multiple of 32 KiB, where
+/// the window base is known).
+const BACK: u64 = 2 * W as u64 + (8 << 10);
+/// How far into a back-started piece the true run may be carried to meet
+/// it (its loop tops there are noted).
+const BACK_NOTES: u64 = 8 * W as u64;
 
 /// Times no meeting point was found, and times one was looked for on the
 /// calling thread (tests check every path ran).
@@ -174,6 +204,19 @@ impl<M: Split> Kind<M> {
         M::block(self.params)
     }
 
+    fn back_start(&self) -> bool {
+        !self.pigz() && M::back_start(self.params)
+    }
+
+    /// How far past its start a piece notes loop tops for the meeting.
+    fn early_notes(&self) -> u64 {
+        if self.back_start() {
+            BACK_NOTES
+        } else {
+            SYNC
+        }
+    }
+
     /// The piece boundary after `x`.
     fn next_boundary(&self, x: u64) -> u64 {
         if self.pigz() {
@@ -230,11 +273,14 @@ impl<M: Split> Kind<M> {
                 let from = (m.fed() - at) as usize;
                 (*m, from)
             }
+            Start::Cold { prefix } if self.back_start() => {
+                (M::fresh(self.params, x - prefix as u64), 0)
+            }
             Start::Cold { prefix } => (M::cold(self.params, x, &data[..prefix]), prefix),
         };
         if !self.pigz() {
             *model.recorder() = Some(Box::new(Recorder {
-                ranges: vec![(x, x + SYNC), (end, end + SYNC)],
+                ranges: vec![(x, x + self.early_notes()), (end, end + SYNC)],
                 seen: Vec::new(),
             }));
         }
@@ -244,7 +290,9 @@ impl<M: Split> Kind<M> {
             model.finish(&mut tokens);
         }
         let seen = model.recorder().take().map(|r| r.seen).unwrap_or_default();
-        let (early, late) = seen.into_iter().partition(|c| c.pos < x + SYNC);
+        let (early, late) = seen
+            .into_iter()
+            .partition(|c| c.pos < x + self.early_notes());
         Piece {
             end,
             last,
@@ -254,6 +302,44 @@ impl<M: Split> Kind<M> {
             late,
         }
     }
+}
+
+/// How a back-started piece compares with the true run at the loop top
+/// the true run stopped at.
+enum Back {
+    /// Same loop top after the same tokens over more than a window: both
+    /// have the same chains there, and the piece carries on exactly as the
+    /// true run would. Token indexes in each.
+    Met(usize, usize),
+    /// The true run must get past this stream offset first (tokens differ
+    /// there, or the piece has no loop top where it stopped).
+    Past(u64),
+    /// Not before the true run reached the end of the piece's notes.
+    Never,
+}
+
+fn compare_back<M: Split>(cur: &Piece<M>, from: usize, next: &Piece<M>) -> Back {
+    let (z, base) = cur.model.position();
+    let Ok(at) = next.early.binary_search_by_key(&z, |c| c.pos) else {
+        return Back::Past(z);
+    };
+    if next.early[at].base != base {
+        return Back::Never;
+    }
+    let (iz, kz) = (cur.tokens.len(), next.early[at].idx);
+    let (mut i, mut k, mut span) = (iz, kz, 0u64);
+    while span <= W as u64 {
+        if i <= from || k == 0 {
+            return Back::Never;
+        }
+        i -= 1;
+        k -= 1;
+        span += cur.tokens[i].span() as u64;
+        if cur.tokens[i] != next.tokens[k] {
+            return Back::Past(z - span + W as u64);
+        }
+    }
+    Back::Met(iz, kz)
 }
 
 /// The first clean loop top two pieces share: token indexes in each.
@@ -346,7 +432,13 @@ impl<M: Split> Par<M> {
     fn launch(&mut self, last: bool) {
         loop {
             let x = self.next;
-            let end = self.kind.next_boundary(x);
+            let mut end = self.kind.next_boundary(x);
+            if self.kind.back_start() {
+                // The next piece starts BACK bytes early: its data must be here.
+                while end < self.data_at + BACK {
+                    end = self.kind.next_boundary(end);
+                }
+            }
             let need = end + self.kind.overrun();
             if self.fed < need && !last {
                 return;
@@ -363,7 +455,12 @@ impl<M: Split> Par<M> {
                 let from = m.fed();
                 self.spawn(Start::Warm(Box::new(m)), from, x, to, end, fin);
             } else {
-                let prefix = (W as u64).min(x - self.data_at);
+                let want = if self.kind.back_start() {
+                    BACK
+                } else {
+                    W as u64
+                };
+                let prefix = want.min(x - self.data_at);
                 self.spawn(
                     Start::Cold {
                         prefix: prefix as usize,
@@ -413,6 +510,35 @@ impl<M: Split> Par<M> {
         }
     }
 
+    /// Where the true run `cur` meets the back-started `next`: carried on
+    /// on this thread past every stretch where their tokens differ, while
+    /// `next` has notes.
+    fn meet_back(
+        &self,
+        cur: &mut Piece<M>,
+        from: usize,
+        next: &Piece<M>,
+    ) -> Option<(usize, usize)> {
+        let limit = (cur.end + BACK_NOTES).min(self.fed);
+        loop {
+            let past = match compare_back(cur, from, next) {
+                Back::Met(i, k) => return Some((i, k)),
+                Back::Never => return None,
+                Back::Past(p) => p,
+            };
+            let at = cur.model.fed();
+            // The model stops up to a lookahead short of what it was fed.
+            let to = (past + 2 * MAX_LOOKAHEAD).max(at + 1024).min(limit);
+            if at >= limit || to + MAX_LOOKAHEAD > limit {
+                return None;
+            }
+            #[cfg(test)]
+            LATE_MEETINGS.fetch_add(1, Ordering::Relaxed);
+            let data = self.slice(at, to);
+            self.kind.feed(&mut cur.model, &data, at, &mut cur.tokens);
+        }
+    }
+
     /// Join the oldest piece onto the true run; hand out settled tokens.
     fn join_one(&mut self, out: &mut Vec<Token>) {
         let Some(h) = self.jobs.pop_front() else {
@@ -428,7 +554,11 @@ impl<M: Split> Par<M> {
             out.extend_from_slice(&cur.tokens[from..]);
             self.keep_from = piece.end;
             self.cur = Some((piece, 0));
-        } else if let Some((i, k)) = self.meet_on(&mut cur, &piece) {
+        } else if let Some((i, k)) = if self.kind.back_start() {
+            self.meet_back(&mut cur, from, &piece)
+        } else {
+            self.meet_on(&mut cur, &piece)
+        } {
             out.extend_from_slice(&cur.tokens[from..i]);
             self.keep_from = piece.end;
             self.cur = Some((piece, k));
@@ -572,7 +702,7 @@ mod tests {
         let data = input();
         let before = FALLBACKS.load(Ordering::Relaxed);
         let late = LATE_MEETINGS.load(Ordering::Relaxed);
-        let mut specs: Vec<ModelSpec> = (4..=9).map(|level| ModelSpec::Zlib { level }).collect();
+        let mut specs: Vec<ModelSpec> = (1..=9).map(|level| ModelSpec::Zlib { level }).collect();
         specs.extend((4..=9).map(|level| ModelSpec::GoStd { level }));
         for (level, block, dict) in [(6, 131072, true), (1, 100_000, true), (6, 100_000, false)] {
             specs.push(ModelSpec::Pigz { level, block, dict });
@@ -620,6 +750,7 @@ mod tests {
         ] {
             for spec in [
                 ModelSpec::Zlib { level: 6 },
+                ModelSpec::Zlib { level: 1 },
                 ModelSpec::GoStd { level: 6 },
                 ModelSpec::Pigz {
                     level: 6,

@@ -68,7 +68,7 @@ pub struct ZlibModel {
     base: u64,
     /// Plaintext bytes given to `predict` so far.
     pub(super) fed: u64,
-    /// Clean loop tops to note down (see `Clean`), for `zlib_par`.
+    /// Loop tops to note down, for `split`.
     pub(super) rec: Option<Box<Recorder>>,
 }
 
@@ -149,12 +149,6 @@ impl ZlibModel {
         m.insert = prefix.len().min(MIN_MATCH - 1);
         m.fed = at;
         m
-    }
-
-    /// True when predictions can run in parallel pieces (`zlib_par`):
-    /// lazy levels hash every position, pigz restarts at every block.
-    pub(super) fn splittable(&self) -> bool {
-        self.level >= 4 || self.block > 0
     }
 
     /// A pigz model at the start of the block at stream offset `at`, whose
@@ -341,6 +335,9 @@ impl ZlibModel {
                     return;
                 }
             }
+            if let Some(rec) = &mut self.rec {
+                rec.note(self.base + self.strstart as u64, self.base, out.len());
+            }
             let mut hash_head = NIL;
             if self.lookahead >= MIN_MATCH {
                 hash_head = self.insert(self.strstart);
@@ -491,7 +488,7 @@ impl Model for ZlibModel {
     }
 
     fn parallel(&self, threads: usize) -> Option<Box<dyn Model>> {
-        if !self.splittable() || self.rec.is_some() {
+        if self.rec.is_some() {
             return None;
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
@@ -540,5 +537,13 @@ impl Split for ZlibModel {
 
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
         &mut self.rec
+    }
+
+    fn back_start((level, block, _): Self::Params) -> bool {
+        level <= 3 && block == 0
+    }
+
+    fn position(&self) -> (u64, u64) {
+        (self.base + self.strstart as u64, self.base)
     }
 }
