@@ -673,23 +673,25 @@ mod tests {
         out
     }
 
-    fn predict(m: &mut dyn Model, data: &[u8], out: &mut Vec<Token>) {
-        let mut pos = 0;
-        while pos < data.len() {
-            let n = m.next_chunk().min(data.len() - pos);
-            m.predict(&data[pos..pos + n], out);
-            pos += n;
-        }
-    }
-
+    /// Feed `data` in the chunks the model asks for, as analysis does,
+    /// going parallel at the first chunk boundary at or past `switch_at`.
     fn run(spec: ModelSpec, threads: usize, switch_at: usize, data: &[u8]) -> Vec<Token> {
         let mut m = spec.build();
         let mut out = Vec::new();
-        predict(m.as_mut(), &data[..switch_at], &mut out);
-        if threads > 1 {
+        let mut pos = 0;
+        let mut split = threads < 2;
+        while pos < data.len() {
+            if !split && pos >= switch_at {
+                m = m.parallel(threads).expect("splittable");
+                split = true;
+            }
+            let n = m.next_chunk().min(data.len() - pos);
+            m.predict(&data[pos..pos + n], &mut out);
+            pos += n;
+        }
+        if !split {
             m = m.parallel(threads).expect("splittable");
         }
-        predict(m.as_mut(), &data[switch_at..], &mut out);
         m.finish(&mut out);
         out
     }
