@@ -68,8 +68,11 @@ impl Candidate {
     /// change (a pigz block size not learnt yet).
     fn go_parallel(&mut self) {
         let threads = crate::threads();
-        if self.threads > 1 || threads < 2 || matches!(self.spec, ModelSpec::Pigz { block: 0, .. })
-        {
+        let unsettled = matches!(
+            self.spec,
+            ModelSpec::Pigz { block: 0, .. } | ModelSpec::Klauspost { segment: 0, .. }
+        );
+        if self.threads > 1 || threads < 2 || unsettled {
             return;
         }
         if let Some(m) = self.model.parallel(threads) {

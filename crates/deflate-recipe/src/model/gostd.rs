@@ -325,7 +325,7 @@ impl Model for GoStdModel {
         self.run(out, true);
     }
 
-    fn parallel(&self, threads: usize) -> Option<Box<dyn Model>> {
+    fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
         // Levels 2–3 skip hashing inside matches: their chains depend on
         // earlier tokens, so a cold piece could not rebuild them.
         if self.skip != SKIP_NEVER || self.rec.is_some() {

@@ -12,6 +12,7 @@
 //!   compressed by a fresh encoder primed with the last 16 KiB of the
 //!   previous block (tokens of the priming are discarded).
 
+use super::split::{Recorder, Split};
 use super::Model;
 use crate::tokens::Token;
 
@@ -51,7 +52,7 @@ pub(super) fn match_len(b: &[u8], s: usize, t: usize, end: usize) -> i32 {
 }
 
 /// One klauspost fast encoder level.
-pub(super) trait FastEnc {
+pub(super) trait FastEnc: Send {
     /// Encode `src` after the history; false when nothing was emitted
     /// (klauspost then stores the chunk).
     fn encode(&mut self, src: &[u8], dst: &mut Vec<Token>) -> bool;
@@ -469,6 +470,10 @@ pub struct KlauspostModel {
     /// Tail of the current pgzip block, to prime the next one.
     tail: Vec<u8>,
     scratch: Vec<Token>,
+    /// Plaintext bytes given to `predict` so far.
+    fed: u64,
+    /// Never set: pgzip pieces start on block boundaries (for `split`).
+    rec: Option<Box<Recorder>>,
 }
 
 impl KlauspostModel {
@@ -484,7 +489,50 @@ impl KlauspostModel {
             segments_done: 0,
             tail: Vec::new(),
             scratch: Vec::new(),
+            fed: 0,
+            rec: None,
         }
+    }
+}
+
+/// pgzip compresses every block with a fresh writer primed with the last
+/// `dict` bytes before it: pieces start on block boundaries.
+impl Split for KlauspostModel {
+    /// Level, pgzip block size, dictionary bytes.
+    type Params = (u8, usize, usize);
+
+    fn params(&self) -> Self::Params {
+        (self.level, self.segment, self.dict)
+    }
+
+    fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    fn block((_, segment, _): Self::Params) -> usize {
+        segment
+    }
+
+    fn cold((level, segment, dict): Self::Params, at: u64, prefix: &[u8]) -> Self {
+        let mut m = KlauspostModel::new(level, segment as u32, dict as u32);
+        m.fed = at;
+        if at > 0 {
+            m.segments_done = 1;
+            m.tail = prefix[prefix.len().saturating_sub(dict)..].to_vec();
+        }
+        m
+    }
+
+    fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
+        &mut self.rec
+    }
+
+    fn position(&self) -> (u64, u64) {
+        (self.fed, 0)
     }
 }
 
@@ -510,6 +558,16 @@ impl Model for KlauspostModel {
         } else {
             MAX_STORE_BLOCK.min(self.segment - self.seg_pos)
         }
+    }
+
+    fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
+        // A plain flate stream (no blocks) is one serial search.
+        if self.segment == 0 {
+            return None;
+        }
+        let spent = KlauspostModel::new(self.level, self.segment as u32, self.dict as u32);
+        let me = std::mem::replace(self, spent);
+        Some(Box::new(super::split::Par::new(me, threads)))
     }
 
     fn set_segment(&mut self, segment: usize, _out: &mut Vec<Token>) {
@@ -547,6 +605,7 @@ impl Model for KlauspostModel {
             }
         }
         self.seg_pos += chunk.len();
+        self.fed += chunk.len() as u64;
         keep_tail(&mut self.tail, chunk, self.dict);
         if self.segment > 0 && self.seg_pos == self.segment {
             self.seg_pos = 0;

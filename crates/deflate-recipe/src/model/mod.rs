@@ -50,8 +50,8 @@ pub trait Model {
     }
     /// The same model carried on over `threads` threads, predicting the
     /// same tokens (later, in bigger batches); None where the model cannot
-    /// be split.
-    fn parallel(&self, _threads: usize) -> Option<Box<dyn Model>> {
+    /// be split. On Some, `self` is spent: use only the returned model.
+    fn parallel(&mut self, _threads: usize) -> Option<Box<dyn Model>> {
         None
     }
 }
@@ -109,7 +109,7 @@ impl ModelSpec {
     /// Instantiate for a new deflate stream, run on up to `threads`
     /// threads where the model can be split (same predictions).
     pub fn build_threads(&self, threads: usize) -> Box<dyn Model> {
-        let m = self.build();
+        let mut m = self.build();
         if threads > 1 {
             if let Some(p) = m.parallel(threads) {
                 return p;

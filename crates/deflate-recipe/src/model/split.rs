@@ -714,6 +714,17 @@ mod tests {
             block: 0,
             dict: true,
         });
+        for (level, segment, dict) in [
+            (5, 1 << 18, 16 << 10),
+            (1, 100_000, 0),
+            (6, 1 << 20, 1 << 15),
+        ] {
+            specs.push(ModelSpec::Klauspost {
+                level,
+                segment,
+                dict,
+            });
+        }
         for spec in specs {
             let want = run(spec, 1, 0, &data);
             for (threads, switch_at) in [(2, 0), (3, 0), (2, 2 << 20), (2, 2 * SEG as usize + 7)] {

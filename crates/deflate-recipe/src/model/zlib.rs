@@ -487,7 +487,7 @@ impl Model for ZlibModel {
         self.run(out, true);
     }
 
-    fn parallel(&self, threads: usize) -> Option<Box<dyn Model>> {
+    fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
         if self.rec.is_some() {
             return None;
         }
