@@ -16,9 +16,9 @@
 //! up to ~29 models run side by side, ≤ ~15 MiB). The recipe itself is built
 //! in memory (compressed as it grows).
 //!
-//! Threads: the zlib (levels 4–9), pigz and Go compress/flate (4–9) models
-//! run in ~1 MiB pieces on up to [`set_threads`] threads (default: every
-//! core) and predict exactly what they predict on one thread, so recipes do
+//! Threads: the zlib, pigz, pgzip (klauspost levels 1–6 in blocks) and Go
+//! compress/flate (4–9) models run in ~1 MiB pieces on up to
+//! [`set_threads`] threads (default: every core) and predict exactly what they predict on one thread, so recipes do
 //! not depend on the thread count (`model::split` says why this is exact).
 //! Pieces in flight add ~(threads + 1) MiB of plaintext and their tokens to
 //! the memory above.
@@ -52,7 +52,7 @@ pub use recipe::{Recipe, FORMAT_VERSION};
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Threads one analysis or rebuild may use for the models that can be
-/// split (zlib levels 4–9 and pigz; see `model::ParZlib`): 0 (the default)
+/// split (zlib, pigz, pgzip, Go compress/flate 4–9; see `model::split`): 0 (the default)
 /// means the machine's available parallelism, 1 runs every model on the
 /// calling thread. Predictions, and so recipes, are the same either way.
 pub fn set_threads(n: usize) {

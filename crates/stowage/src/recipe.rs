@@ -129,9 +129,9 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
 }
 
 /// Try to replace each layer's blob by a proven recipe, `jobs` layers at a
-/// time (a pgzip layer's analysis and proof is one core's work; zlib-, pigz-
-/// and Go-made layers also split their own work over the cores, which only
-/// oversubscribes while several such layers run at once).
+/// time (each layer's analysis and proof also splits its search over the
+/// cores for pgzip, zlib, pigz and Go-made layers, which only oversubscribes
+/// while several layers run at once).
 pub fn make_recipes(
     store: &Store,
     layers: &[LayerInfo],
