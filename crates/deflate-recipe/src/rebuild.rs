@@ -54,10 +54,11 @@ impl<R: Read> Plain<'_, R> {
         &self.buf[(from - self.base) as usize..(to - self.base) as usize]
     }
 
-    /// Forget bytes before `keep`.
+    /// Forget bytes before `keep` (once they are half the buffer: a model
+    /// that reads megabytes ahead must not have them moved every chunk).
     fn trim(&mut self, keep: u64) {
         let cut = (keep - self.base) as usize;
-        if cut > 1 << 18 {
+        if cut > (1 << 18).max(self.buf.len() / 2) {
             self.buf.drain(..cut);
             self.base = keep;
         }

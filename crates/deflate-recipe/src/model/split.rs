@@ -591,7 +591,7 @@ impl<M: Split> Par<M> {
         // Forget plaintext no piece or fallback can need any more.
         let keep = self.keep_from.saturating_sub(W as u64).max(self.data_at);
         let cut = (keep - self.data_at) as usize;
-        if cut > 1 << 20 {
+        if cut > (1 << 20).max(self.data.len() / 2) {
             self.data.drain(..cut);
             self.data_at = keep;
         }
