@@ -32,8 +32,9 @@ const EARLY_PARALLEL: u64 = 512 << 10;
 enum Act {
     /// A token of a Huffman block.
     Tok(Token),
-    /// Bytes of a stored block.
-    Skip(u64),
+    /// Bytes of a stored block (8-byte entries: while a split model's
+    /// predictions are on their way, megabytes of these wait).
+    Skip(u32),
 }
 
 /// One candidate model with its own corrections.
@@ -87,7 +88,9 @@ impl Candidate {
     fn feed(&mut self, tokens: &[Token], plain: &[u8], stored: bool) {
         if stored {
             if !plain.is_empty() {
-                self.pending.push_back(Act::Skip(plain.len() as u64));
+                for part in plain.chunks(u32::MAX as usize) {
+                    self.pending.push_back(Act::Skip(part.len() as u32));
+                }
             }
         } else {
             self.pending.extend(tokens.iter().map(|&t| Act::Tok(t)));
@@ -118,7 +121,7 @@ impl Candidate {
         while let Some(&a) = self.pending.front() {
             let done = match a {
                 Act::Tok(t) => self.diff.actual(t),
-                Act::Skip(n) => self.diff.skip(n),
+                Act::Skip(n) => self.diff.skip(n as u64),
             };
             if !done {
                 break;

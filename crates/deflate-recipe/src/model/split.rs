@@ -118,7 +118,7 @@ pub(super) trait Split: Model + Send + Sized + 'static {
 }
 
 /// Plaintext per piece.
-const SEG: u64 = 1 << 20;
+const SEG: u64 = 1 << 19;
 /// zlib pieces start this far past a multiple of SEG (and so of 32 KiB),
 /// where the window base is known and no slide can happen for a while.
 pub(super) const OFF: u64 = 1 << 10;
@@ -607,10 +607,9 @@ impl<M: Split> Model for Par<M> {
         self.data.extend_from_slice(chunk);
         self.fed += chunk.len() as u64;
         self.launch(false);
-        // Join only when more than `threads` pieces run: the caller reads ahead
-        // until then, so `threads` pieces keep running while it works through
-        // the tokens handed out.
-        while self.jobs.len() > self.threads {
+        // Join once `threads` pieces run: at most that many pieces of
+        // plaintext (and, in analysis, of the stream's tokens) wait.
+        while self.jobs.len() >= self.threads {
             self.join_one(out);
         }
     }
