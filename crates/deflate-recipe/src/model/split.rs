@@ -34,7 +34,7 @@
 //! [`OFF`] bytes past a multiple of 32 KiB and look for meetings well
 //! before the next slide.
 //!
-//! Predictions come out up to `threads` + 1 pieces (~1 MiB each) late;
+//! Predictions come out up to `threads` pieces (512 KiB each) late;
 //! callers already take them as they come.
 
 use std::collections::VecDeque;
