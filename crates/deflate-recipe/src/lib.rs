@@ -52,17 +52,41 @@ pub use recipe::{Recipe, FORMAT_VERSION};
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    static LOCAL_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Threads one analysis or rebuild may use for the models that can be
-/// split (zlib, pigz, pgzip, Go compress/flate 4–9; see `model::split`): 0 (the default)
-/// means the machine's available parallelism, 1 runs every model on the
-/// calling thread. Predictions, and so recipes, are the same either way.
+/// split (zlib, pigz, pgzip, Go compress/flate 4–9; see `model::split`):
+/// 0 (the default) means the machine's available parallelism, 1 runs every
+/// model on the calling thread. Predictions, and so recipes, are the same
+/// either way. Process-wide; see [`with_threads`] for one call site.
 pub fn set_threads(n: usize) {
     THREADS.store(n, Ordering::Relaxed);
 }
 
-/// The thread count `set_threads` asks for, resolved.
+/// Run `f` with analyses and rebuilds started on this thread using `n`
+/// threads (0: as [`set_threads`] says): for callers that already run
+/// several of them side by side and would otherwise oversubscribe.
+pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
+    let old = LOCAL_THREADS.with(|c| c.replace(n));
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCAL_THREADS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(old);
+    f()
+}
+
+/// The thread count asked for, resolved.
 pub(crate) fn threads() -> usize {
-    match THREADS.load(Ordering::Relaxed) {
+    let n = match LOCAL_THREADS.with(|c| c.get()) {
+        0 => THREADS.load(Ordering::Relaxed),
+        n => n,
+    };
+    match n {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         n => n,
     }

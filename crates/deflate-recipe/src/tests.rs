@@ -504,3 +504,18 @@ fn rebuild_errors_name_the_member_and_offset() {
     assert!(msg.contains("gzip member 1 of 1, block 1"), "{msg}");
     assert!(msg.contains("plaintext shorter"), "{msg}");
 }
+
+/// `with_threads` applies to its closure on this thread only and is undone
+/// afterwards, also when the closure panics.
+#[test]
+fn with_threads_is_scoped() {
+    let outside = crate::threads();
+    assert_eq!(crate::with_threads(1, crate::threads), 1);
+    assert_eq!(crate::with_threads(3, crate::threads), 3);
+    assert_eq!(
+        crate::with_threads(3, || std::thread::spawn(crate::threads).join().unwrap()),
+        outside
+    );
+    let _ = std::panic::catch_unwind(|| crate::with_threads(5, || panic!("inside")));
+    assert_eq!(crate::threads(), outside);
+}

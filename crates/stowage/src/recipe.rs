@@ -129,9 +129,10 @@ fn make_one(store: &Store, l: &LayerInfo, max_ratio: f64) -> Result<(Vec<u8>, St
 }
 
 /// Try to replace each layer's blob by a proven recipe, `jobs` layers at a
-/// time (each layer's analysis and proof also splits its search over the
-/// cores for pgzip, zlib, pigz and Go-made layers, which only oversubscribes
-/// while several layers run at once).
+/// time. Each layer's analysis and proof can also split its search over the
+/// cores (pgzip, zlib, pigz and Go-made layers); they share the cores with
+/// the other layers still to do, so a settle of many layers keeps the
+/// memory of one thread per layer and the last big layer gets them all.
 pub fn make_recipes(
     store: &Store,
     layers: &[LayerInfo],
@@ -145,12 +146,18 @@ pub fn make_recipes(
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
+    let workers = jobs.clamp(1, work.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, work.len().max(1)) {
+        for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(l) = work.get(i) else { break };
-                let outcome = settle_one(store, l, max_ratio);
+                let sharing = workers.min(work.len() - i).max(1);
+                let threads = (cores / sharing).max(1);
+                let outcome = stowage_deflate_recipe::with_threads(threads, || {
+                    settle_one(store, l, max_ratio)
+                });
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
