@@ -88,7 +88,7 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     fn fed(&self) -> u64;
     /// The last (up to) 32 KiB of plaintext seen.
     fn tail(&self) -> &[u8];
-    /// Input bytes per independently compressed block (pigz), or 0 when
+    /// Input bytes per independently compressed block (pigz, pgzip), or 0 when
     /// pieces start cold and must meet the true run.
     fn block(p: Self::Params) -> usize;
     /// Plaintext past its end a piece runs through on its own thread.
@@ -196,7 +196,8 @@ impl<M: Split> Clone for Kind<M> {
 impl<M: Split> Copy for Kind<M> {}
 
 impl<M: Split> Kind<M> {
-    fn pigz(&self) -> bool {
+    /// pigz and pgzip: pieces start on the encoder's own block boundaries.
+    fn by_blocks(&self) -> bool {
         self.block() > 0
     }
 
@@ -205,7 +206,7 @@ impl<M: Split> Kind<M> {
     }
 
     fn back_start(&self) -> bool {
-        !self.pigz() && M::back_start(self.params)
+        !self.by_blocks() && M::back_start(self.params)
     }
 
     /// How far past its start a piece notes loop tops for the meeting.
@@ -219,7 +220,7 @@ impl<M: Split> Kind<M> {
 
     /// The piece boundary after `x`.
     fn next_boundary(&self, x: u64) -> u64 {
-        if self.pigz() {
+        if self.by_blocks() {
             let block = self.block() as u64;
             let stride = (SEG / block).max(1) * block;
             (x / stride + 1) * stride
@@ -231,7 +232,7 @@ impl<M: Split> Kind<M> {
 
     /// Plaintext a piece needs past its end.
     fn overrun(&self) -> u64 {
-        if self.pigz() {
+        if self.by_blocks() {
             0
         } else {
             M::overrun(self.params)
@@ -249,7 +250,7 @@ impl<M: Split> Kind<M> {
         let mut pos = 0;
         while pos < data.len() {
             let mut n = model.next_chunk().min(data.len() - pos);
-            if !self.pigz() {
+            if !self.by_blocks() {
                 let abs = at + pos as u64;
                 n = n.min((CHUNK - abs % CHUNK) as usize);
             }
@@ -258,16 +259,25 @@ impl<M: Split> Kind<M> {
         }
     }
 
-    /// Run one piece over `data` (stream offset `at` of its first byte).
-    fn run(
-        self,
-        start: Start<M>,
-        data: Vec<u8>,
+    /// `feed`, noting the model's clean loop tops in `ranges`.
+    fn feed_noting(
+        &self,
+        model: &mut M,
+        data: &[u8],
         at: u64,
-        x: u64,
-        end: u64,
-        last: bool,
-    ) -> Piece<M> {
+        out: &mut Vec<Token>,
+        ranges: Vec<(u64, u64)>,
+    ) -> Vec<Clean> {
+        *model.recorder() = Some(Box::new(Recorder {
+            ranges,
+            seen: Vec::new(),
+        }));
+        self.feed(model, data, at, out);
+        model.recorder().take().map(|r| r.seen).unwrap_or_default()
+    }
+
+    /// Run one piece over `data` (stream offset `at` of its first byte).
+    fn run(self, start: Start<M>, data: &[u8], at: u64, x: u64, end: u64, last: bool) -> Piece<M> {
         let (mut model, from) = match start {
             Start::Warm(m) => {
                 let from = (m.fed() - at) as usize;
@@ -278,18 +288,18 @@ impl<M: Split> Kind<M> {
             }
             Start::Cold { prefix } => (M::cold(self.params, x, &data[..prefix]), prefix),
         };
-        if !self.pigz() {
-            *model.recorder() = Some(Box::new(Recorder {
-                ranges: vec![(x, x + self.early_notes()), (end, end + SYNC)],
-                seen: Vec::new(),
-            }));
-        }
         let mut tokens = Vec::new();
-        self.feed(&mut model, &data[from..], at + from as u64, &mut tokens);
+        let (data, at) = (&data[from..], at + from as u64);
+        let seen = if self.by_blocks() {
+            self.feed(&mut model, data, at, &mut tokens);
+            Vec::new()
+        } else {
+            let ranges = vec![(x, x + self.early_notes()), (end, end + SYNC)];
+            self.feed_noting(&mut model, data, at, &mut tokens, ranges)
+        };
         if last {
             model.finish(&mut tokens);
         }
-        let seen = model.recorder().take().map(|r| r.seen).unwrap_or_default();
         let (early, late) = seen
             .into_iter()
             .partition(|c| c.pos < x + self.early_notes());
@@ -401,28 +411,37 @@ impl<M: Split> Par<M> {
         }
     }
 
-    fn slice(&self, from: u64, to: u64) -> Vec<u8> {
-        self.data[(from - self.data_at) as usize..(to - self.data_at) as usize].to_vec()
+    /// Plaintext from stream offset `from` to `to`.
+    fn bytes(&self, from: u64, to: u64) -> &[u8] {
+        &self.data[(from - self.data_at) as usize..(to - self.data_at) as usize]
     }
 
     fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
-        let data = self.slice(from, to);
         let kind = self.kind;
-        // The closure comes back if no thread can be had: run it here.
-        let job = std::sync::Arc::new(std::sync::Mutex::new(Some((start, data))));
-        let mine = job.clone();
+        // The input is sent once the thread exists, so that it is still
+        // ours to run here if no thread can be had.
+        let (tx, rx) = std::sync::mpsc::channel::<(Start<M>, Vec<u8>)>();
         let spawned = std::thread::Builder::new()
             .name("deflate-piece".into())
             .spawn(move || {
-                let (start, data) = mine.lock().unwrap().take().expect("piece input");
-                kind.run(start, data, from, x, end, last)
+                let (start, data) = rx.recv().expect("piece input sent after spawn");
+                kind.run(start, &data, from, x, end, last)
             });
         let job = match spawned {
-            Ok(h) => Job::Running(h),
-            Err(_) => {
-                let (start, data) = job.lock().unwrap().take().expect("piece input");
-                Job::Done(Box::new(kind.run(start, data, from, x, end, last)))
+            Ok(h) => {
+                let data = self.bytes(from, to).to_vec();
+                tx.send((start, data))
+                    .expect("piece thread waits for its input");
+                Job::Running(h)
             }
+            Err(_) => Job::Done(Box::new(kind.run(
+                start,
+                self.bytes(from, to),
+                from,
+                x,
+                end,
+                last,
+            ))),
         };
         self.jobs.push_back(job);
     }
@@ -494,18 +513,14 @@ impl<M: Split> Par<M> {
             #[cfg(test)]
             LATE_MEETINGS.fetch_add(1, Ordering::Relaxed);
             let to = (at + 4096).min(limit);
-            *cur.model.recorder() = Some(Box::new(Recorder {
-                ranges: vec![(cur.end, cur.end + SYNC)],
-                seen: Vec::new(),
-            }));
-            let data = self.slice(at, to);
-            self.kind.feed(&mut cur.model, &data, at, &mut cur.tokens);
-            let seen = cur
-                .model
-                .recorder()
-                .take()
-                .map(|r| r.seen)
-                .unwrap_or_default();
+            let ranges = vec![(cur.end, cur.end + SYNC)];
+            let seen = self.kind.feed_noting(
+                &mut cur.model,
+                self.bytes(at, to),
+                at,
+                &mut cur.tokens,
+                ranges,
+            );
             cur.late.extend(seen);
         }
     }
@@ -534,8 +549,8 @@ impl<M: Split> Par<M> {
             }
             #[cfg(test)]
             LATE_MEETINGS.fetch_add(1, Ordering::Relaxed);
-            let data = self.slice(at, to);
-            self.kind.feed(&mut cur.model, &data, at, &mut cur.tokens);
+            self.kind
+                .feed(&mut cur.model, self.bytes(at, to), at, &mut cur.tokens);
         }
     }
 
@@ -550,7 +565,7 @@ impl<M: Split> Par<M> {
             self.cur = Some((piece, 0));
             return;
         };
-        if self.kind.pigz() {
+        if self.kind.by_blocks() {
             out.extend_from_slice(&cur.tokens[from..]);
             self.keep_from = piece.end;
             self.cur = Some((piece, 0));
@@ -573,11 +588,10 @@ impl<M: Split> Par<M> {
             } else {
                 piece.end + self.kind.overrun()
             };
-            let data = self.slice(at, to);
             let x = cur.end;
             let mut p = self.kind.run(
                 Start::Warm(Box::new(cur.model)),
-                data,
+                self.bytes(at, to),
                 at,
                 x,
                 piece.end,
