@@ -67,9 +67,9 @@ pub struct ZlibModel {
     /// Stream offset of window index 0 (grows by W at every slide).
     base: u64,
     /// Plaintext bytes given to `predict` so far.
-    pub(super) fed: u64,
+    fed: u64,
     /// Loop tops to note down, for `split`.
-    pub(super) rec: Option<Box<Recorder>>,
+    rec: Option<Box<Recorder>>,
 }
 
 #[inline]
@@ -132,9 +132,11 @@ impl ZlibModel {
     /// The state a lazy-level (4–9) model would have on reaching stream
     /// offset `at` with nothing held back, for a model that did not see
     /// the stream before: `prefix` (the up to 32 KiB before `at`) is
-    /// hashed as zlib hashes every position at these levels. `at` must lie
-    /// at least 1 KiB past a multiple of 32 KiB and 262 bytes before the
-    /// next one, where the window base is known without having run.
+    /// hashed as zlib hashes every position at these levels (an empty
+    /// prefix gives the empty chains a back-started level 1–3 piece starts
+    /// from). `at` must lie at least 1 KiB past a multiple of 32 KiB and
+    /// 262 bytes before the next one, where the window base is known
+    /// without having run.
     pub(super) fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
         let mut m = ZlibModel::new(level);
         let w = W as u64;
