@@ -17,12 +17,14 @@
 //! in memory (compressed as it grows).
 //!
 //! Threads: the zlib, pigz, pgzip (klauspost levels 1–6 in blocks) and Go
-//! compress/flate (4–9) models run in 512 KiB pieces on up to
-//! [`set_threads`] threads (default: every core) and predict exactly what
-//! they predict on one thread, so recipes do not depend on the thread count
-//! (`model::split` says why this is exact).
+//! compress/flate (4–9) models run in pieces (256 KiB to 1 MiB, two per
+//! thread in flight) on up to [`set_threads`] threads (default: every core)
+//! and predict exactly what they predict on one thread, so recipes do not
+//! depend on the thread count (`model::split` says why this is exact).
 //! Pieces in flight add about `threads` MiB of plaintext and tokens to the
-//! memory above (a 46 MB layer on 2 threads: ~30 MB peak, ~8-11 MB on one).
+//! memory above, up to ~20 MiB per thread on literal-heavy zlib level 1–3
+//! streams (peak RSS of analysing a 46 MB tar's gzip -6 / Go -6 / pgzip /
+//! gzip -1 stream on 2 threads: 30 / 49 / 30 / 48 MB; 6-19 MB on one).
 //!
 //! Recipe format: see the `recipe` module source; its version byte is
 //! [`FORMAT_VERSION`], and older versions stay readable.

@@ -360,6 +360,13 @@ impl Split for GoStdModel {
         WINDOW as u64 - super::split::OFF
     }
 
+    /// Longer pieces than zlib's: each runs most of a window past its
+    /// end. 384 KiB pieces analyse and rebuild a Go -6 stream 8-10 %
+    /// faster on 2 threads than 256 KiB ones, for ~12 MB more at the peak.
+    fn piece(_: u8) -> u64 {
+        384 << 10
+    }
+
     fn cold(level: u8, at: u64, prefix: &[u8]) -> Self {
         GoStdModel::cold_at(level, at, prefix)
     }

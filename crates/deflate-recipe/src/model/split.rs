@@ -34,7 +34,8 @@
 //! [`OFF`] bytes past a multiple of 32 KiB and look for meetings well
 //! before the next slide.
 //!
-//! Predictions come out up to `threads` pieces (512 KiB each) late;
+//! Predictions come out up to `2 × threads` pieces (256 KiB for zlib and
+//! pigz, 384 KiB for Go, one 1 MiB piece per thread for zlib 1–3) late;
 //! callers already take them as they come.
 
 use std::collections::VecDeque;
@@ -51,14 +52,37 @@ pub(super) const W: usize = 1 << 15;
 /// A loop top of a lazy search with nothing held back (no pending
 /// literal, no match waiting for the lazy check): from here on the tokens
 /// depend only on the position, the window base and the hash chains.
+/// 16 bytes: a back-started piece notes every loop top of its first
+/// 256 KiB (at gzip -1, ~1 per 2 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Clean {
     /// Stream offset.
     pub pos: u64,
+    /// `pos` less the stream offset of window index 0 there (< 64 KiB).
+    gap: u32,
+    /// Tokens emitted before it (index into a piece's output, which holds
+    /// at most a piece and its overrun).
+    idx: u32,
+}
+
+impl Clean {
+    fn new(pos: u64, base: u64, idx: usize) -> Clean {
+        debug_assert!(pos - base <= u32::MAX as u64 && idx <= u32::MAX as usize);
+        Clean {
+            pos,
+            gap: (pos - base) as u32,
+            idx: idx as u32,
+        }
+    }
+
     /// Stream offset of window index 0 there.
-    pub base: u64,
-    /// Tokens emitted before it (index into the caller's output).
-    pub idx: usize,
+    fn base(&self) -> u64 {
+        self.pos - self.gap as u64
+    }
+
+    fn idx(&self) -> usize {
+        self.idx as usize
+    }
 }
 
 /// Where to note clean loop tops, and what was noted.
@@ -74,7 +98,7 @@ impl Recorder {
     #[inline]
     pub fn note(&mut self, pos: u64, base: u64, idx: usize) {
         if self.ranges.iter().any(|&(a, b)| (a..b).contains(&pos)) {
-            self.seen.push(Clean { pos, base, idx });
+            self.seen.push(Clean::new(pos, base, idx));
         }
     }
 }
@@ -91,6 +115,11 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     /// Input bytes per independently compressed block (pigz, pgzip), or 0 when
     /// pieces start cold and must meet the true run.
     fn block(p: Self::Params) -> usize;
+    /// Plaintext per piece (a multiple of 32 KiB) for models that start
+    /// cold: longer pieces cost less to start, shorter ones less memory.
+    fn piece(_: Self::Params) -> u64 {
+        SEG
+    }
     /// Plaintext past its end a piece runs through on its own thread.
     /// Pieces mostly meet within a few bytes; the rest of the meeting
     /// stretch `[end, end + SYNC)` is searched on the calling thread.
@@ -117,9 +146,16 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     fn recorder(&mut self) -> &mut Option<Box<Recorder>>;
 }
 
-/// Plaintext per piece.
-const SEG: u64 = 1 << 19;
-/// zlib pieces start this far past a multiple of SEG (and so of 32 KiB),
+/// Plaintext per piece, unless the model says otherwise ([`Split::piece`]).
+/// Two pieces per thread run at once (see `predict`): with 256 KiB pieces
+/// that holds as much plaintext and tokens as one 512 KiB piece per
+/// thread did, and rebuilt gzip -6 as fast as 512 KiB pieces two deep.
+const SEG: u64 = 1 << 18;
+/// Plaintext per back-started piece: each starts [`BACK`] bytes early, a
+/// cost that only long pieces make small (gzip -1 on 2 threads: 1 MiB
+/// pieces analyse 12 % faster than 512 KiB ones, 256 KiB ones 17 % slower).
+const BACK_SEG: u64 = 1 << 20;
+/// zlib pieces start this far past a multiple of the piece length (and so of 32 KiB),
 /// where the window base is known and no slide can happen for a while.
 pub(super) const OFF: u64 = 1 << 10;
 /// How far a zlib piece runs into the next one looking for a meeting point
@@ -218,15 +254,27 @@ impl<M: Split> Kind<M> {
         }
     }
 
+    /// Plaintext per piece.
+    fn seg(&self) -> u64 {
+        if self.by_blocks() {
+            SEG
+        } else if self.back_start() {
+            BACK_SEG
+        } else {
+            M::piece(self.params)
+        }
+    }
+
     /// The piece boundary after `x`.
     fn next_boundary(&self, x: u64) -> u64 {
+        let seg = self.seg();
         if self.by_blocks() {
             let block = self.block() as u64;
-            let stride = (SEG / block).max(1) * block;
+            let stride = (seg / block).max(1) * block;
             (x / stride + 1) * stride
         } else {
-            let j = x.saturating_sub(OFF) / SEG + 1;
-            j * SEG + OFF
+            let j = x.saturating_sub(OFF) / seg + 1;
+            j * seg + OFF
         }
     }
 
@@ -333,10 +381,10 @@ fn compare_back<M: Split>(cur: &Piece<M>, from: usize, next: &Piece<M>) -> Back 
     let Ok(at) = next.early.binary_search_by_key(&z, |c| c.pos) else {
         return Back::Past(z);
     };
-    if next.early[at].base != base {
+    if next.early[at].base() != base {
         return Back::Never;
     }
-    let (iz, kz) = (cur.tokens.len(), next.early[at].idx);
+    let (iz, kz) = (cur.tokens.len(), next.early[at].idx());
     let (mut i, mut k, mut span) = (iz, kz, 0u64);
     while span <= W as u64 {
         if i <= from || k == 0 {
@@ -360,7 +408,7 @@ fn meet(late: &[Clean], early: &[Clean]) -> Option<(usize, usize)> {
             j += 1;
         }
         match early.get(j) {
-            Some(b) if b.pos == a.pos && b.base == a.base => return Some((a.idx, b.idx)),
+            Some(b) if b.pos == a.pos && b.base() == a.base() => return Some((a.idx(), b.idx())),
             Some(_) => {}
             None => return None,
         }
@@ -621,9 +669,14 @@ impl<M: Split> Model for Par<M> {
         self.data.extend_from_slice(chunk);
         self.fed += chunk.len() as u64;
         self.launch(false);
-        // Join once `threads` pieces run: at most that many pieces of
-        // plaintext (and, in analysis, of the stream's tokens) wait.
-        while self.jobs.len() >= self.threads {
+        // Join once two pieces per thread run (one for the long
+        // back-started pieces): at most that many pieces of plaintext
+        // (and, in analysis, of the stream's tokens) wait. One per thread
+        // left a core idle whenever a piece finished before the older one
+        // being waited for (pieces of the same length differ in cost with
+        // the data): gzip -6 rebuilt 10 % slower on 2 threads.
+        let depth = if self.kind.back_start() { 1 } else { 2 };
+        while self.jobs.len() >= depth * self.threads {
             self.join_one(out);
         }
     }
@@ -644,12 +697,18 @@ mod tests {
     use super::*;
     use crate::model::ModelSpec;
 
-    /// ~3.3 MB: word salad (many short matches), noise, and zero runs: a
-    /// long one across the second piece boundary, where the cold piece and
-    /// the true run step through the zeros 258 bytes at a time out of phase
-    /// and never meet, a shorter one at the third, where they meet only
-    /// past it.
+    /// ~3.3 MB: word salad (many short matches), noise, and zero runs
+    /// starting 5 KB before piece boundaries (1 KiB past 2 MiB and 3 MiB:
+    /// boundaries of 256 KiB, 384 KiB and 1 MiB pieces alike; and 1152
+    /// KiB, for 384 KiB pieces): long ones, where the cold piece and the
+    /// true run step through the zeros 258 bytes at a time out of phase
+    /// and never meet, and a shorter one where they meet only past it.
     fn input() -> Vec<u8> {
+        const RUNS: [(u64, usize); 3] = [
+            ((1152 << 10) + OFF, 60_000),
+            ((2 << 20) + OFF, 60_000),
+            ((3 << 20) + OFF, 11_000),
+        ];
         let mut x = 0x2545f4914f6cdd1du64;
         let mut rnd = move || {
             x ^= x << 13;
@@ -664,12 +723,14 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
+        let mut placed = 0;
         while out.len() < 3_300_000 {
-            if (2 * SEG + OFF - 5000..2 * SEG + OFF).contains(&(out.len() as u64)) {
-                out.resize(out.len() + 60_000, 0);
-            }
-            if (3 * SEG + OFF - 5000..3 * SEG + OFF).contains(&(out.len() as u64)) {
-                out.resize(out.len() + 11_000, 0);
+            if let Some(&(at, len)) = RUNS.get(placed) {
+                if out.len() as u64 >= at - 5000 {
+                    out.truncate(at as usize - 5000);
+                    out.resize(out.len() + len, 0);
+                    placed += 1;
+                }
             }
             match rnd() % 50 {
                 0 => out.resize(out.len() + (rnd() % 3000) as usize, 0),
@@ -740,7 +801,7 @@ mod tests {
         }
         for spec in specs {
             let want = run(spec, 1, 0, &data);
-            for (threads, switch_at) in [(2, 0), (3, 0), (2, 2 << 20), (2, 2 * SEG as usize + 7)] {
+            for (threads, switch_at) in [(2, 0), (3, 0), (2, 2 << 20), (2, (1 << 20) + 7)] {
                 let got = run(spec, threads, switch_at, &data);
                 assert_eq!(
                     got.len(),
@@ -773,6 +834,8 @@ mod tests {
             SEG as usize + 5,
             SEG as usize + OFF as usize + 100,
             SEG as usize + 40_000,
+            (384 << 10) + OFF as usize + 100,
+            BACK_SEG as usize + OFF as usize + 100,
         ] {
             for spec in [
                 ModelSpec::Zlib { level: 6 },
@@ -792,7 +855,7 @@ mod tests {
 
     #[test]
     fn meet_needs_same_offset_and_base() {
-        let c = |pos, base, idx| Clean { pos, base, idx };
+        let c = Clean::new;
         assert_eq!(
             meet(&[c(5, 0, 1), c(9, 0, 2)], &[c(7, 0, 1), c(9, 0, 4)]),
             Some((2, 4))
