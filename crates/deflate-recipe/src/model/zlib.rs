@@ -216,7 +216,12 @@ impl ZlibModel {
                 self.strstart -= W;
                 self.base += W as u64;
                 // Entries below W fall out of the window and become NIL (0).
-                for h in self.head.iter_mut().chain(self.prev.iter_mut()) {
+                // Two loops: a chained iterator kept this scalar (29 % of
+                // rebuilding a fast, well-compressed zlib stream).
+                for h in self.head.iter_mut() {
+                    *h = h.saturating_sub(W as u16);
+                }
+                for h in self.prev.iter_mut() {
                     *h = h.saturating_sub(W as u16);
                 }
                 more += W;
