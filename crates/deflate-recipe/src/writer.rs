@@ -100,51 +100,50 @@ fn write_tokens<W: Write>(bw: &mut BitWriter<W>, c: &Codes, tokens: &[Token]) ->
     let missing = || RecipeError::mismatch("token has no code in the block's tables");
     // Per-block tables of (bits, bit count), count 0 = no code: literals by
     // byte, lengths by raw length with their extra bits folded in, and
-    // distance codes (≤ 15 + 5 and 15 + 13 bits: one `put` each).
-    let mut lit = [(0u32, 0u32); 256];
+    // distance codes (a match is ≤ 20 + 28 bits: one `put`).
+    let mut lit = [(0u64, 0u32); 256];
     for (s, e) in lit.iter_mut().enumerate() {
-        *e = (c.lit_code[s] as u32, c.lit_len[s] as u32);
+        *e = (c.lit_code[s] as u64, c.lit_len[s] as u32);
     }
-    let mut len = [(0u32, 0u32); IRREGULAR_258 as usize + 1];
+    let mut len = [(0u64, 0u32); IRREGULAR_258 as usize + 1];
     for (l, e) in len.iter_mut().enumerate().skip(3) {
         let (lc, extra, ebits) = len_symbol(l as u16);
         let s = 257 + lc;
         let n = *c.lit_len.get(s).unwrap_or(&0) as u32;
         if n > 0 {
-            *e = (c.lit_code[s] as u32 | extra << n, n + ebits);
+            *e = ((c.lit_code[s] as u32 | extra << n) as u64, n + ebits);
         }
     }
-    let mut dist = [(0u32, 0u32); 30];
+    let mut dist = [(0u64, 0u32); 30];
     for (dc, e) in dist.iter_mut().enumerate() {
         let n = *c.dist_len.get(dc).unwrap_or(&0) as u32;
         if n > 0 {
-            *e = (c.dist_code[dc] as u32, n);
+            *e = (c.dist_code[dc] as u64, n);
         }
     }
-    for &t in tokens {
-        if t.is_lit() {
-            let (b, n) = lit[t.raw_len() as usize & 0xff];
-            if n == 0 {
-                return Err(missing());
+    for part in tokens.chunks(1 << 14) {
+        bw.wide(|w| {
+            for &t in part {
+                if t.is_lit() {
+                    let (b, n) = lit[t.raw_len() as usize & 0xff];
+                    if n == 0 {
+                        return Err(missing());
+                    }
+                    w.put(b, n);
+                } else {
+                    let (lb, ln) = *len.get(t.raw_len() as usize).unwrap_or(&(0, 0));
+                    let d = t.dist();
+                    let dc = dist_code(d);
+                    let (db, dn) = *dist.get(dc).unwrap_or(&(0, 0));
+                    if ln == 0 || dn == 0 {
+                        return Err(missing());
+                    }
+                    let db = db | ((d - DIST_BASE[dc]) as u64) << dn;
+                    w.put(lb | db << ln, ln + dn + DIST_EXTRA[dc] as u32);
+                }
             }
-            bw.put(b, n);
-        } else {
-            let (b, n) = *len.get(t.raw_len() as usize).unwrap_or(&(0, 0));
-            if n == 0 {
-                return Err(missing());
-            }
-            bw.put(b, n);
-            let d = t.dist();
-            let dc = dist_code(d);
-            let (b, n) = *dist.get(dc).unwrap_or(&(0, 0));
-            if n == 0 {
-                return Err(missing());
-            }
-            bw.put(
-                b | ((d - DIST_BASE[dc]) as u32) << n,
-                n + DIST_EXTRA[dc] as u32,
-            );
-        }
+            Ok(())
+        })?;
         bw.maybe_flush()?;
     }
     let l = c.lit_len[256] as u32;
