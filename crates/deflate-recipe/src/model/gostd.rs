@@ -160,6 +160,10 @@ impl GoStdModel {
         }
     }
 
+    /// Go's findMatch. Candidates are rejected first on the four bytes at
+    /// the start and the two around the length to beat (Go compares one
+    /// byte there): a candidate differing in either cannot be longer, so
+    /// the result is Go's.
     fn find_match(&self, pos: usize, prev_head: isize, lookahead: usize) -> Option<(usize, usize)> {
         let look = MAX_MATCH.min(lookahead);
         let win = &self.window[..pos + look];
@@ -167,26 +171,38 @@ impl GoStdModel {
         let mut tries = self.chain;
         let mut length = MIN_MATCH - 1;
         let mut found = None;
-        let mut w_end = win[pos + length];
+        // Reads reach at most pos + length + 1 <= pos + look (length < nice
+        // <= look while searching), and candidates lie below pos.
+        assert!(look > length && pos + look <= win.len() && self.prev.len() == WINDOW);
+        let wp = win.as_ptr();
+        // SAFETY: p + 2 <= pos + look (above).
+        let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
+        // SAFETY: p + 4 <= pos + look: candidates are below pos, and look
+        // >= MIN_MATCH (Go searches only with more lookahead than that).
+        let ld32 = |p: usize| unsafe { (wp.add(p) as *const u32).read_unaligned() };
+        let start = ld32(pos);
+        let mut end = ld16(pos + length - 1);
         let min_index = pos as isize - WINDOW as isize;
         let mut i = prev_head;
         while tries > 0 {
             let iu = i as usize;
-            if w_end == win[iu + length] {
-                let n = super::zlib::common_prefix(&win[iu..], &win[pos..pos + look]);
+            if ld16(iu + length - 1) == end && ld32(iu) == start {
+                let n = 4 + super::zlib::common_prefix(&win[iu + 4..], &win[pos + 4..pos + look]);
                 if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
                     length = n;
                     found = Some((n, pos - iu));
                     if n >= nice {
                         break;
                     }
-                    w_end = win[pos + n];
+                    end = ld16(pos + n - 1);
                 }
             }
             if i == min_index {
                 break;
             }
-            i = self.prev[iu & WMASK] as isize - self.hash_offset as isize;
+            // SAFETY: the index is masked to prev's length (WINDOW).
+            i = unsafe { *self.prev.get_unchecked(iu & WMASK) } as isize
+                - self.hash_offset as isize;
             if i < min_index || i < 0 {
                 break;
             }
