@@ -14,6 +14,25 @@ use crate::tokens::{Token, IRREGULAR_258};
 use crate::varint::{self, ByteReader};
 
 /// Append one explicit token. Literals carry no byte: the plaintext has it.
+/// Drop predicted tokens from the front until they cover at least `d`
+/// bytes (none when `d` ≤ 0); the bytes they covered. Stored blocks skip
+/// megabytes of one-byte predictions: counted slice by slice, then
+/// dropped at once.
+fn drop_span(pred: &mut VecDeque<Token>, d: i64) -> i64 {
+    let (mut k, mut covered) = (0, 0i64);
+    let (a, b) = pred.as_slices();
+    for t in a.iter().chain(b) {
+        if covered >= d {
+            break;
+        }
+        covered += t.span() as i64;
+        k += 1;
+    }
+    assert!(covered >= d, "span accounted");
+    pred.drain(..k);
+    covered
+}
+
 fn put_token(out: &mut Vec<u8>, t: Token) {
     if t.is_lit() {
         out.push(0);
@@ -119,12 +138,9 @@ impl DiffEncoder {
             return false;
         }
         self.d += n;
-        while self.d > 0 {
-            let p = self.pred.pop_front().expect("span accounted");
-            let s = p.span() as i64;
-            self.pred_span -= s;
-            self.d -= s;
-        }
+        let covered = drop_span(&mut self.pred, self.d);
+        self.pred_span -= covered;
+        self.d -= covered;
         true
     }
 
@@ -238,12 +254,9 @@ impl DiffDecoder {
             return Ok(false);
         }
         self.d += n;
-        while self.d > 0 {
-            let p = self.pred.pop_front().expect("span accounted");
-            let s = p.span() as i64;
-            self.pred_span -= s;
-            self.d -= s;
-        }
+        let covered = drop_span(&mut self.pred, self.d);
+        self.pred_span -= covered;
+        self.d -= covered;
         Ok(true)
     }
 
