@@ -18,6 +18,7 @@ mod kp_lazy;
 mod kp_low;
 mod kp_mid;
 mod split;
+mod workers;
 mod zlib;
 
 use crate::error::{RecipeError, Result};

@@ -41,8 +41,9 @@
 use std::collections::VecDeque;
 #[cfg(test)]
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
 
+use super::workers::Workers;
 use super::Model;
 use crate::tokens::Token;
 
@@ -205,14 +206,17 @@ enum Start<M> {
 
 /// A piece being run, or run already (when no thread could be started).
 enum Job<M> {
-    Running(JoinHandle<Piece<M>>),
+    Running(Receiver<std::thread::Result<Piece<M>>>),
     Done(Box<Piece<M>>),
 }
 
 impl<M> Job<M> {
     fn join(self) -> Piece<M> {
         match self {
-            Job::Running(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            Job::Running(rx) => rx
+                .recv()
+                .expect("a piece's worker answers")
+                .unwrap_or_else(|e| std::panic::resume_unwind(e)),
             Job::Done(p) => *p,
         }
     }
@@ -433,6 +437,7 @@ pub struct Par<M: Split> {
     cur: Option<(Piece<M>, usize)>,
     /// Start of the oldest piece not joined yet (its data must stay).
     keep_from: u64,
+    workers: Workers,
 }
 
 impl<M: Split> Par<M> {
@@ -456,6 +461,17 @@ impl<M: Split> Par<M> {
             jobs: VecDeque::new(),
             cur: None,
             keep_from: fed,
+            workers: Workers::new(Self::depth(kind) * threads.max(1)),
+        }
+    }
+
+    /// Pieces in flight per thread: two, so that one slow piece leaves no
+    /// core idle (see `predict`); one for the long back-started pieces.
+    fn depth(kind: Kind<M>) -> usize {
+        if kind.back_start() {
+            1
+        } else {
+            2
         }
     }
 
@@ -466,30 +482,14 @@ impl<M: Split> Par<M> {
 
     fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
         let kind = self.kind;
-        // The input is sent once the thread exists, so that it is still
-        // ours to run here if no thread can be had.
-        let (tx, rx) = std::sync::mpsc::channel::<(Start<M>, Vec<u8>)>();
-        let spawned = std::thread::Builder::new()
-            .name("deflate-piece".into())
-            .spawn(move || {
-                let (start, data) = rx.recv().expect("piece input sent after spawn");
-                kind.run(start, &data, from, x, end, last)
-            });
-        let job = match spawned {
-            Ok(h) => {
-                let data = self.bytes(from, to).to_vec();
-                tx.send((start, data))
-                    .expect("piece thread waits for its input");
-                Job::Running(h)
-            }
-            Err(_) => Job::Done(Box::new(kind.run(
-                start,
-                self.bytes(from, to),
-                from,
-                x,
-                end,
-                last,
-            ))),
+        let data = self.bytes(from, to).to_vec();
+        let job = match self
+            .workers
+            .run(move || kind.run(start, &data, from, x, end, last))
+        {
+            Ok(rx) => Job::Running(rx),
+            // No thread to be had: run it here.
+            Err(f) => Job::Done(Box::new(f())),
         };
         self.jobs.push_back(job);
     }
@@ -675,8 +675,7 @@ impl<M: Split> Model for Par<M> {
         // left a core idle whenever a piece finished before the older one
         // being waited for (pieces of the same length differ in cost with
         // the data): gzip -6 rebuilt 10 % slower on 2 threads.
-        let depth = if self.kind.back_start() { 1 } else { 2 };
-        while self.jobs.len() >= depth * self.threads {
+        while self.jobs.len() >= Self::depth(self.kind) * self.threads {
             self.join_one(out);
         }
     }
