@@ -17,7 +17,6 @@ const MAX_MATCH: usize = 258;
 const HASH_BITS: u32 = 17;
 const HASH_MASK: usize = (1 << HASH_BITS) - 1;
 const HASHMUL: u32 = 0x1e35a7bd;
-const MAX_HASH_OFFSET: usize = 1 << 24;
 const SKIP_NEVER: usize = usize::MAX;
 
 /// (good, lazy, nice, chain, fast_skip_hashing) per level 2..=9.
@@ -51,9 +50,12 @@ pub struct GoStdModel {
     window: Vec<u8>,
     window_end: usize,
     index: usize,
-    hash_offset: usize,
-    head: Vec<u32>,
-    prev: Vec<u32>,
+    /// Window index + 1 of the latest position per hash (0: none), and
+    /// of the one before each position: Go keeps absolute offsets in u32
+    /// and moves an offset instead of the entries at a slide; u16 entries
+    /// moved at each slide give the same candidates in half the cache.
+    head: Vec<u16>,
+    prev: Vec<u16>,
     chain_head: isize,
     length: usize,
     offset: usize,
@@ -85,7 +87,6 @@ impl GoStdModel {
             window: vec![0; 2 * WINDOW],
             window_end: 0,
             index: 0,
-            hash_offset: 1,
             head: vec![0; HASH_MASK + 1],
             prev: vec![0; WINDOW],
             chain_head: -1,
@@ -131,19 +132,15 @@ impl GoStdModel {
             self.index -= WINDOW;
             self.window_end -= WINDOW;
             self.base += WINDOW as u64;
-            self.hash_offset += WINDOW;
-            if self.hash_offset > MAX_HASH_OFFSET {
-                let delta = self.hash_offset - 1;
-                self.hash_offset -= delta;
-                self.chain_head -= delta as isize;
-                for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
-                    *v = if *v as usize > delta {
-                        *v - delta as u32
-                    } else {
-                        0
-                    };
-                }
+            // Entries that fall out of the window become "none" (Go's
+            // would give an index below 0 and end the chain the same way).
+            for v in self.head.iter_mut() {
+                *v = v.saturating_sub(WINDOW as u16);
             }
+            for v in self.prev.iter_mut() {
+                *v = v.saturating_sub(WINDOW as u16);
+            }
+            self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(self.input.len() - self.input_pos);
         self.window[self.window_end..self.window_end + n]
@@ -201,8 +198,7 @@ impl GoStdModel {
                 break;
             }
             // SAFETY: the index is masked to prev's length (WINDOW).
-            i = unsafe { *self.prev.get_unchecked(iu & WMASK) } as isize
-                - self.hash_offset as isize;
+            i = unsafe { *self.prev.get_unchecked(iu & WMASK) } as isize - 1;
             if i < min_index || i < 0 {
                 break;
             }
@@ -214,7 +210,7 @@ impl GoStdModel {
     fn insert(&mut self, at: usize) {
         let h = hash4(&self.window[at..at + 4]);
         self.prev[at & WMASK] = self.head[h];
-        self.head[h] = (at + self.hash_offset) as u32;
+        self.head[h] = (at + 1) as u16;
     }
 
     /// Go's deflate loop; `sync` processes to the end of the input.
@@ -246,15 +242,15 @@ impl GoStdModel {
             if self.index < max_insert {
                 let h = hash4(&self.window[self.index..self.index + 4]);
                 self.chain_head = self.head[h] as isize;
-                self.prev[self.index & WMASK] = self.chain_head as u32;
-                self.head[h] = (self.index + self.hash_offset) as u32;
+                self.prev[self.index & WMASK] = self.chain_head as u16;
+                self.head[h] = (self.index + 1) as u16;
             }
             let prev_length = self.length;
             let prev_offset = self.offset;
             self.length = MIN_MATCH - 1;
             self.offset = 0;
             let min_index = self.index.saturating_sub(WINDOW) as isize;
-            let cand = self.chain_head - self.hash_offset as isize;
+            let cand = self.chain_head - 1;
             if cand >= min_index
                 && (!lazy_mode && lookahead > MIN_MATCH - 1
                     || lazy_mode && lookahead > prev_length && prev_length < self.lazy)
