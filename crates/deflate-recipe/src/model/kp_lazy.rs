@@ -14,7 +14,6 @@ const WMASK: usize = WINDOW - 1;
 const MIN_MATCH: usize = 4;
 const MAX_MATCH: usize = 258;
 const HASH_BITS: u32 = 17;
-const MAX_HASH_OFFSET: usize = 1 << 24;
 const PRIME4: u32 = 2654435761;
 
 #[inline]
@@ -44,9 +43,12 @@ pub struct KpLazyModel {
     window: Vec<u8>,
     window_end: usize,
     index: usize,
-    hash_offset: usize,
-    head: Vec<u32>,
-    prev: Vec<u32>,
+    /// Window index + 1 of the latest position per hash (0: none), and
+    /// of the one before each position, moved at each slide (klauspost
+    /// keeps u32 offsets and moves an offset: same candidates, twice the
+    /// cache).
+    head: Vec<u16>,
+    prev: Vec<u16>,
     chain_head: isize,
     length: usize,
     offset: usize,
@@ -77,7 +79,6 @@ impl KpLazyModel {
             window: vec![0; 2 * WINDOW],
             window_end: 0,
             index: 0,
-            hash_offset: 1,
             head: vec![0; 1 << HASH_BITS],
             prev: vec![0; WINDOW],
             chain_head: -1,
@@ -93,7 +94,6 @@ impl KpLazyModel {
     fn reset(&mut self) {
         self.window_end = 0;
         self.index = 0;
-        self.hash_offset = 1;
         self.head.fill(0);
         self.prev.fill(0);
         self.chain_head = -1;
@@ -107,7 +107,7 @@ impl KpLazyModel {
     fn insert(&mut self, i: usize) {
         let h = hash4(&self.window[i..]);
         self.prev[i & WMASK] = self.head[h];
-        self.head[h] = (i + self.hash_offset) as u32;
+        self.head[h] = (i + 1) as u16;
     }
 
     /// `fillWindow`: the dictionary goes into the window with every position hashed.
@@ -127,19 +127,15 @@ impl KpLazyModel {
             self.window.copy_within(WINDOW..2 * WINDOW, 0);
             self.index -= WINDOW;
             self.window_end -= WINDOW;
-            self.hash_offset += WINDOW;
-            if self.hash_offset > MAX_HASH_OFFSET {
-                let delta = self.hash_offset - 1;
-                self.hash_offset -= delta;
-                self.chain_head -= delta as isize;
-                for v in self.prev.iter_mut().chain(self.head.iter_mut()) {
-                    *v = if *v as usize > delta {
-                        *v - delta as u32
-                    } else {
-                        0
-                    };
-                }
+            // Entries that fall out of the window become "none" (klauspost's
+            // would give an index below 0 and end the chain the same way).
+            for v in self.head.iter_mut() {
+                *v = v.saturating_sub(WINDOW as u16);
             }
+            for v in self.prev.iter_mut() {
+                *v = v.saturating_sub(WINDOW as u16);
+            }
+            self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(input.len());
         self.window[self.window_end..self.window_end + n].copy_from_slice(&input[..n]);
@@ -191,7 +187,7 @@ impl KpLazyModel {
             if i <= min_index {
                 break;
             }
-            i = self.prev[iu & WMASK] as isize - self.hash_offset as isize;
+            i = self.prev[iu & WMASK] as isize - 1;
             if i < min_index {
                 break;
             }
@@ -236,14 +232,14 @@ impl KpLazyModel {
                 let h = hash4(&self.window[self.index..]);
                 self.chain_head = self.head[h] as isize;
                 self.prev[self.index & WMASK] = self.head[h];
-                self.head[h] = (self.index + self.hash_offset) as u32;
+                self.head[h] = (self.index + 1) as u16;
             }
             let mut prev_length = self.length;
             let mut prev_offset = self.offset;
             self.length = MIN_MATCH - 1;
             self.offset = 0;
             let min_index = self.index.saturating_sub(WINDOW) as isize;
-            let cand = self.chain_head - self.hash_offset as isize;
+            let cand = self.chain_head - 1;
             if cand >= min_index && lookahead > prev_length && prev_length < self.lazy {
                 if let Some((l, o)) = self.find_match(self.index, cand, lookahead) {
                     self.length = l;
@@ -257,9 +253,7 @@ impl KpLazyModel {
                     let end = prev_index + lookahead.min(MAX_MATCH);
                     let idx = prev_index + prev_length - 2;
                     let h = hash4(&self.window[idx..]);
-                    let ch2 =
-                        self.head[h] as isize - self.hash_offset as isize - prev_length as isize
-                            + 2;
+                    let ch2 = self.head[h] as isize - 1 - prev_length as isize + 2;
                     if ch2 > min_index {
                         let c = ch2 as usize;
                         let n = super::zlib::common_prefix(
@@ -303,7 +297,7 @@ impl KpLazyModel {
                                 let h = hash4(&self.window[self.index..]);
                                 self.chain_head = self.head[h] as isize;
                                 self.prev[self.index & WMASK] = self.head[h];
-                                self.head[h] = (self.index + self.hash_offset) as u32;
+                                self.head[h] = (self.index + 1) as u16;
                             }
                             self.index += 1;
                         }
