@@ -461,7 +461,7 @@ impl<M: Split> Par<M> {
             jobs: VecDeque::new(),
             cur: None,
             keep_from: fed,
-            workers: Workers::new(Self::depth(kind) * threads.max(1)),
+            workers: Workers::new(threads.max(1)),
         }
     }
 
