@@ -22,9 +22,10 @@
 //! and predict exactly what they predict on one thread, so recipes do not
 //! depend on the thread count (`model::split` says why this is exact).
 //! Pieces in flight add about `threads` MiB of plaintext and tokens to the
-//! memory above, up to ~20 MiB per thread on literal-heavy zlib level 1–3
+//! memory above, up to ~25 MiB per thread on literal-heavy zlib level 1–3
 //! streams (peak RSS of analysing a 46 MB tar's gzip -6 / Go -6 / pgzip /
-//! gzip -1 stream on 2 threads: 30 / 49 / 30 / 48 MB; 6-19 MB on one).
+//! gzip -1 stream on 2 threads: 28 / 45 / 28 / 53 MB, 6-17 MB on one;
+//! rebuilding: 19 / 29 / 25 / 49 MB, 5-6 MB on one).
 //!
 //! Recipe format: see the `recipe` module source; its version byte is
 //! [`FORMAT_VERSION`], and older versions stay readable.
