@@ -24,7 +24,10 @@ const PRUNE_AT: [u64; 6] = [32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10,
 /// Plaintext after which the best candidate model is chosen.
 const SELECT_AFTER: u64 = 2 << 20;
 /// Plaintext after which a candidate left alone by pruning is run on
-/// several threads (pigz twins learn their block size before this).
+/// several threads even if a pigz twin could still be forked from it
+/// (pigz twins learn their block size before this); one that has no such
+/// twin goes at once (a 10.8 MB Go -6 layer: from 131 KiB instead of 577
+/// KiB, analysed ~5 % faster on 2 threads).
 const EARLY_PARALLEL: u64 = 512 << 10;
 
 /// What the parsed stream says about a stretch of plaintext.
@@ -427,9 +430,15 @@ impl<W: Write> Sink for Analyzer<W> {
         {
             self.pruned += 1;
             self.prune();
-            // Alone from here on: no need to wait for the selection.
+            // Alone from here on: no need to wait for the selection, unless
+            // a pigz twin may still be forked from it (a split model cannot
+            // be forked).
             if let [c] = &mut self.cands[..] {
-                if self.total >= EARLY_PARALLEL {
+                let twin = self
+                    .deferred
+                    .iter()
+                    .any(|&(level, _)| c.spec == ModelSpec::Zlib { level });
+                if self.total >= EARLY_PARALLEL || !twin {
                     c.go_parallel();
                 }
             }
