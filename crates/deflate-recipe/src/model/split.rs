@@ -54,7 +54,7 @@ pub(super) const W: usize = 1 << 15;
 /// literal, no match waiting for the lazy check): from here on the tokens
 /// depend only on the position, the window base and the hash chains.
 /// 16 bytes: a back-started piece notes every loop top of its first
-/// 256 KiB (at gzip -1, ~1 per 2 bytes).
+/// 256 KiB (at gzip -1, up to one per byte where literals abound).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Clean {
     /// Stream offset.
