@@ -13,26 +13,27 @@ use crate::error::{RecipeError, Result};
 use crate::tokens::{Token, IRREGULAR_258};
 use crate::varint::{self, ByteReader};
 
-/// Append one explicit token. Literals carry no byte: the plaintext has it.
-/// Drop predicted tokens from the front until they cover at least `d`
-/// bytes (none when `d` ≤ 0); the bytes they covered. Stored blocks skip
-/// megabytes of one-byte predictions: counted slice by slice, then
-/// dropped at once.
-fn drop_span(pred: &mut VecDeque<Token>, d: i64) -> i64 {
+/// Drop predicted tokens from the front of `pred` until they cover the
+/// `d` bytes the actual stream is ahead (none when `d` ≤ 0), taking what
+/// they covered off both counts. Stored blocks skip megabytes of one-byte
+/// predictions: counted slice by slice, then dropped at once.
+fn drop_span(pred: &mut VecDeque<Token>, pred_span: &mut i64, d: &mut i64) {
     let (mut k, mut covered) = (0, 0i64);
     let (a, b) = pred.as_slices();
     for t in a.iter().chain(b) {
-        if covered >= d {
+        if covered >= *d {
             break;
         }
         covered += t.span() as i64;
         k += 1;
     }
-    assert!(covered >= d, "span accounted");
+    assert!(covered >= *d, "span accounted");
     pred.drain(..k);
-    covered
+    *pred_span -= covered;
+    *d -= covered;
 }
 
+/// Append one explicit token. Literals carry no byte: the plaintext has it.
 fn put_token(out: &mut Vec<u8>, t: Token) {
     if t.is_lit() {
         out.push(0);
@@ -138,9 +139,7 @@ impl DiffEncoder {
             return false;
         }
         self.d += n;
-        let covered = drop_span(&mut self.pred, self.d);
-        self.pred_span -= covered;
-        self.d -= covered;
+        drop_span(&mut self.pred, &mut self.pred_span, &mut self.d);
         true
     }
 
@@ -254,9 +253,7 @@ impl DiffDecoder {
             return Ok(false);
         }
         self.d += n;
-        let covered = drop_span(&mut self.pred, self.d);
-        self.pred_span -= covered;
-        self.d -= covered;
+        drop_span(&mut self.pred, &mut self.pred_span, &mut self.d);
         Ok(true)
     }
 
