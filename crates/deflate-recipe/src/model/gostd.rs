@@ -134,12 +134,8 @@ impl GoStdModel {
             self.base += WINDOW as u64;
             // Entries that fall out of the window become "none" (Go's
             // would give an index below 0 and end the chain the same way).
-            for v in self.head.iter_mut() {
-                *v = v.saturating_sub(WINDOW as u16);
-            }
-            for v in self.prev.iter_mut() {
-                *v = v.saturating_sub(WINDOW as u16);
-            }
+            super::slide_down(&mut self.head, WINDOW);
+            super::slide_down(&mut self.prev, WINDOW);
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(self.input.len() - self.input_pos);

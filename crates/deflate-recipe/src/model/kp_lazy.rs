@@ -129,12 +129,8 @@ impl KpLazyModel {
             self.window_end -= WINDOW;
             // Entries that fall out of the window become "none" (klauspost's
             // would give an index below 0 and end the chain the same way).
-            for v in self.head.iter_mut() {
-                *v = v.saturating_sub(WINDOW as u16);
-            }
-            for v in self.prev.iter_mut() {
-                *v = v.saturating_sub(WINDOW as u16);
-            }
+            super::slide_down(&mut self.head, WINDOW);
+            super::slide_down(&mut self.prev, WINDOW);
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(input.len());

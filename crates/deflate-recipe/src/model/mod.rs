@@ -283,6 +283,18 @@ impl Model for LiteralModel {
     }
 }
 
+/// A hash-chain table after its window slid down by `by`: entries hold
+/// window index + 1 (or a window index with 0 for none, as zlib), and those
+/// that fall out of the window become 0. A loop per table: a chained
+/// iterator over two of them kept this scalar (29 % of rebuilding a fast,
+/// well-compressed zlib stream).
+pub(super) fn slide_down(table: &mut [u16], by: usize) {
+    let by = by as u16;
+    for e in table.iter_mut() {
+        *e = e.saturating_sub(by);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
