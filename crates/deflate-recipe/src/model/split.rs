@@ -190,7 +190,7 @@ struct Piece<M> {
     last: bool,
     model: M,
     tokens: Vec<Token>,
-    /// Clean loop tops in `[start, start + SYNC)`.
+    /// Clean loop tops in `[start, start + early_notes)` (see `Kind`).
     early: Vec<Clean>,
     /// Clean loop tops in `[end, end + SYNC)`.
     late: Vec<Clean>,
@@ -255,6 +255,16 @@ impl<M: Split> Kind<M> {
             BACK_NOTES
         } else {
             SYNC
+        }
+    }
+
+    /// Pieces in flight per thread: two, so that one slow piece leaves no
+    /// core idle (see `Par::predict`); one for the long back-started pieces.
+    fn depth(&self) -> usize {
+        if self.back_start() {
+            1
+        } else {
+            2
         }
     }
 
@@ -465,16 +475,6 @@ impl<M: Split> Par<M> {
         }
     }
 
-    /// Pieces in flight per thread: two, so that one slow piece leaves no
-    /// core idle (see `predict`); one for the long back-started pieces.
-    fn depth(kind: Kind<M>) -> usize {
-        if kind.back_start() {
-            1
-        } else {
-            2
-        }
-    }
-
     /// Plaintext from stream offset `from` to `to`.
     fn bytes(&self, from: u64, to: u64) -> &[u8] {
         &self.data[(from - self.data_at) as usize..(to - self.data_at) as usize]
@@ -675,7 +675,7 @@ impl<M: Split> Model for Par<M> {
         // left a core idle whenever a piece finished before the older one
         // being waited for (pieces of the same length differ in cost with
         // the data): gzip -6 rebuilt 10 % slower on 2 threads.
-        while self.jobs.len() >= Self::depth(self.kind) * self.threads {
+        while self.jobs.len() >= self.kind.depth() * self.threads {
             self.join_one(out);
         }
     }
