@@ -83,8 +83,11 @@ pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The thread count asked for, resolved.
-pub(crate) fn threads() -> usize {
+/// The threads an analysis or rebuild started on this thread would use:
+/// what [`with_threads`] or else [`set_threads`] asks for, and by default
+/// the machine's available parallelism, at most 8 (pieces in flight cost
+/// memory per thread). For callers dividing the cores between several.
+pub fn threads() -> usize {
     let n = match LOCAL_THREADS.with(|c| c.get()) {
         0 => THREADS.load(Ordering::Relaxed),
         n => n,

@@ -147,7 +147,8 @@ pub fn make_recipes(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     let workers = jobs.clamp(1, work.len().max(1));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The deflate library's own count (capped, as set), not every core.
+    let cores = stowage_deflate_recipe::threads();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
