@@ -565,7 +565,7 @@ fn main() {
             pf
         );
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = stowage_deflate_recipe::threads();
     println!(
         "\nSpeed on one thread, MB/s of plaintext by CPU time (by wall time in parentheses), medians of {runs} runs:\n"
     );
