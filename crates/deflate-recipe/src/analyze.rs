@@ -29,6 +29,10 @@ const SELECT_AFTER: u64 = 2 << 20;
 /// twin goes at once (a 10.8 MB Go -6 layer: from 131 KiB instead of 577
 /// KiB, analysed ~5 % faster on 2 threads).
 const EARLY_PARALLEL: u64 = 512 << 10;
+/// Plaintext parsed before the candidates are given it, several at once
+/// (see `Analyzer::flush`): a thread start per candidate thread each
+/// time costs little against a quarter MiB of searching.
+const BACKLOG: usize = 256 << 10;
 
 /// What the parsed stream says about a stretch of plaintext.
 #[derive(Clone, Copy)]
@@ -67,15 +71,16 @@ impl Candidate {
         }
     }
 
-    /// Once chosen, run the model on several threads where it can be
-    /// split: same predictions, sooner. Not while the spec may still
-    /// change (a pigz block size not learnt yet).
+    /// Once chosen, run the model on several threads (split in pieces,
+    /// or on a thread of its own): same predictions, sooner. Not while a
+    /// split model's spec may still change (a pigz block size not learnt
+    /// yet).
     fn go_parallel(&mut self) {
         let threads = crate::threads();
-        let unsettled = matches!(
-            self.spec,
-            ModelSpec::Pigz { block: 0, .. } | ModelSpec::Klauspost { segment: 0, .. }
-        );
+        // A pigz block size may still be learnt, which a model split in
+        // pieces could not take. (klauspost's, pgzip's, may too: its model
+        // with no block size runs on a thread of its own, which takes it.)
+        let unsettled = matches!(self.spec, ModelSpec::Pigz { block: 0, .. });
         if self.threads > 1 || threads < 2 || unsettled {
             return;
         }
@@ -196,6 +201,12 @@ struct Analyzer<W: Write> {
     block_pos: u64,
     /// Next chunk boundaries to snapshot at, per boundary scheme.
     bounds: [u64; 2],
+    /// Threads the analysis may use.
+    threads: usize,
+    /// Stretches parsed (tokens, plaintext, stored) not yet given to the
+    /// candidates, while several run (see `flush`).
+    backlog: Vec<(Vec<Token>, Vec<u8>, bool)>,
+    backlog_bytes: usize,
     /// pgzip block size learnt from the first sync marker (0: none yet).
     segment: u64,
     /// Candidates `Pigz { level, block: 0, dict }` not run yet because the
@@ -347,6 +358,39 @@ impl<W: Write> Analyzer<W> {
     }
 
     /// Drop candidates costing clearly more than the best one.
+    /// Give every candidate the stretches parsed since the last flush,
+    /// several candidates at once on as many threads. Each sees the same
+    /// calls in the same order as if fed at once; whatever compares or
+    /// changes candidates (pruning, selection, a learnt block size, the
+    /// end of a stream) flushes first.
+    fn flush(&mut self) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let backlog = std::mem::take(&mut self.backlog);
+        self.backlog_bytes = 0;
+        let feed = |c: &mut Candidate| {
+            for (tokens, plain, stored) in &backlog {
+                c.feed(tokens, plain, *stored);
+            }
+        };
+        let helpers = self.threads.min(self.cands.len()) - 1;
+        let next = std::sync::Mutex::new(self.cands.iter_mut());
+        let take = || next.lock().ok().and_then(|mut it| it.next());
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|| {
+                    while let Some(c) = take() {
+                        feed(c);
+                    }
+                });
+            }
+            while let Some(c) = take() {
+                feed(c);
+            }
+        });
+    }
+
     fn prune(&mut self) {
         let best = self.cands.iter().map(|c| c.cost()).min().unwrap_or(0);
         let limit = best + best / 4 + 16;
@@ -416,10 +460,19 @@ impl<W: Write> Sink for Analyzer<W> {
             self.head.as_ref().map(|h| &h.kind),
             Some(BlockKind::Stored { .. })
         );
-        for c in &mut self.cands {
-            c.feed(tokens, plain, stored);
+        if self.cands.len() > 1 && self.threads > 1 {
+            self.backlog.push((tokens.to_vec(), plain.to_vec(), stored));
+            self.backlog_bytes += plain.len();
+            if self.backlog_bytes >= BACKLOG {
+                self.flush();
+            }
+        } else {
+            for c in &mut self.cands {
+                c.feed(tokens, plain, stored);
+            }
         }
         if self.total >= SELECT_AFTER {
+            self.flush();
             self.select(1);
             if let [c] = &mut self.cands[..] {
                 c.go_parallel();
@@ -429,6 +482,7 @@ impl<W: Write> Sink for Analyzer<W> {
             && self.pruned < PRUNE_AT.len()
         {
             self.pruned += 1;
+            self.flush();
             self.prune();
             // Alone from here on: no need to wait for the selection, unless
             // a pigz twin may still be forked from it (a split model cannot
@@ -457,6 +511,7 @@ impl<W: Write> Sink for Analyzer<W> {
         // Only while no earlier member had plaintext: the learnt block size
         // changes the model spec, which the rebuild applies to every member.
         if marker && !head.last && self.segment == 0 && self.pos > 0 && self.total == self.pos {
+            self.flush();
             self.learn_segment();
         }
         match &head.kind {
@@ -540,6 +595,9 @@ pub fn analyze_with<R: Read, W: Write>(
         snaps: Vec::new(),
         block_pos: 0,
         bounds: [0; 2],
+        threads: crate::threads(),
+        backlog: Vec::new(),
+        backlog_bytes: 0,
         segment: 0,
         deferred: Vec::new(),
     };
@@ -564,6 +622,7 @@ pub fn analyze_with<R: Read, W: Write>(
             a.pos = 0;
             let before = a.total;
             Inflater::new().run(&mut br, &mut a)?;
+            a.flush();
             for c in &mut a.cands {
                 c.finish_stream().map_err(|e| {
                     e.context(|| format!("gzip member {} (from byte {at})", members.len() + 1))

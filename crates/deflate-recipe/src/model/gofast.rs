@@ -38,7 +38,7 @@ impl GoFastModel {
     /// New model for one stream.
     pub fn new() -> Self {
         GoFastModel {
-            table: vec![(0, 0); TABLE_SIZE],
+            table: super::table(TABLE_SIZE),
             prev: Vec::with_capacity(MAX_STORE_BLOCK),
             cur: MAX_STORE_BLOCK as i32,
         }
@@ -177,5 +177,10 @@ impl Model for GoFastModel {
             out.truncate(start);
             out.extend(chunk.iter().map(|&v| Token::lit(v)));
         }
+    }
+
+    /// One serial search: it runs on a thread of its own.
+    fn parallel(&mut self, _threads: usize) -> Option<Box<dyn Model>> {
+        super::pipe::piped(self, GoFastModel::new())
     }
 }

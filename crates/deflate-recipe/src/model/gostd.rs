@@ -87,8 +87,8 @@ impl GoStdModel {
             window: vec![0; 2 * WINDOW],
             window_end: 0,
             index: 0,
-            head: vec![0; HASH_MASK + 1],
-            prev: vec![0; WINDOW],
+            head: super::table(HASH_MASK + 1),
+            prev: super::table(WINDOW),
             chain_head: -1,
             length: MIN_MATCH - 1,
             offset: 0,
@@ -336,8 +336,11 @@ impl Model for GoStdModel {
     fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
         // Levels 2–3 skip hashing inside matches: their chains depend on
         // earlier tokens, so a cold piece could not rebuild them.
-        if self.skip != SKIP_NEVER || self.rec.is_some() {
+        if self.rec.is_some() {
             return None;
+        }
+        if self.skip != SKIP_NEVER {
+            return super::pipe::piped(self, GoStdModel::new(self.level));
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
     }
@@ -381,9 +384,5 @@ impl Split for GoStdModel {
 
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
         &mut self.rec
-    }
-
-    fn position(&self) -> (u64, u64) {
-        (self.base + self.index as u64, self.base)
     }
 }

@@ -153,8 +153,14 @@ impl FastL5 {
             l6,
             hist: Vec::with_capacity(ALLOC_HISTORY),
             cur: FRESH_CUR,
-            table: Box::new([0; TABLE_SIZE]),
-            btable: Box::new([[0; 2]; TABLE_SIZE]),
+            table: super::table(TABLE_SIZE)
+                .into_boxed_slice()
+                .try_into()
+                .expect("TABLE_SIZE entries"),
+            btable: super::table(TABLE_SIZE)
+                .into_boxed_slice()
+                .try_into()
+                .expect("TABLE_SIZE entries"),
         }
     }
 
@@ -530,10 +536,6 @@ impl Split for KlauspostModel {
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
         &mut self.rec
     }
-
-    fn position(&self) -> (u64, u64) {
-        (self.fed, 0)
-    }
 }
 
 /// Keep the last `dict` bytes seen in `tail`.
@@ -561,9 +563,10 @@ impl Model for KlauspostModel {
     }
 
     fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
-        // A plain flate stream (no blocks) is one serial search.
+        // A plain flate stream (no blocks) is one serial search: it runs
+        // on a thread of its own.
         if self.segment == 0 {
-            return None;
+            return super::pipe::piped(self, KlauspostModel::new(self.level, 0, self.dict as u32));
         }
         let spent = KlauspostModel::new(self.level, self.segment as u32, self.dict as u32);
         let me = std::mem::replace(self, spent);

@@ -79,15 +79,15 @@ impl KpLazyModel {
             window: vec![0; 2 * WINDOW],
             window_end: 0,
             index: 0,
-            head: vec![0; 1 << HASH_BITS],
-            prev: vec![0; WINDOW],
+            head: super::table(1 << HASH_BITS),
+            prev: super::table(WINDOW),
             chain_head: -1,
             length: MIN_MATCH - 1,
             offset: 0,
             byte_available: false,
             ii: 0,
             lit_len: [0; 256],
-            bits: vec![0; 2 * WINDOW + 1],
+            bits: super::table(2 * WINDOW + 1),
         }
     }
 
@@ -366,5 +366,10 @@ impl Model for KpLazyModel {
         if self.seg_pos > 0 || self.segments_done == 0 {
             self.flush(out);
         }
+    }
+
+    /// One serial search: it runs on a thread of its own.
+    fn parallel(&mut self, _threads: usize) -> Option<Box<dyn Model>> {
+        super::pipe::piped(self, KpLazyModel::new(7, 0, 0))
     }
 }

@@ -28,7 +28,7 @@ impl FastL12 {
             bits,
             hist: Vec::with_capacity(super::klauspost::ALLOC_HISTORY),
             cur: FRESH_CUR,
-            table: vec![0; 1 << bits],
+            table: super::table(1 << bits),
         }
     }
 

@@ -42,8 +42,8 @@ impl FastL3 {
         FastL3 {
             hist: Vec::with_capacity(super::klauspost::ALLOC_HISTORY),
             cur: FRESH_CUR,
-            cur_t: vec![0; 1 << 16],
-            prev_t: vec![0; 1 << 16],
+            cur_t: super::table(1 << 16),
+            prev_t: super::table(1 << 16),
         }
     }
 
@@ -186,8 +186,8 @@ impl FastL4 {
         FastL4 {
             hist: Vec::with_capacity(super::klauspost::ALLOC_HISTORY),
             cur: FRESH_CUR,
-            table: vec![0; 1 << 15],
-            btable: vec![0; 1 << 15],
+            table: super::table(1 << 15),
+            btable: super::table(1 << 15),
         }
     }
 }

@@ -17,6 +17,7 @@ mod klauspost;
 mod kp_lazy;
 mod kp_low;
 mod kp_mid;
+mod pipe;
 mod split;
 mod workers;
 mod zlib;
@@ -30,8 +31,30 @@ pub use gostd::GoStdModel;
 pub use klauspost::KlauspostModel;
 pub use zlib::ZlibModel;
 
-/// A token predictor for one deflate stream.
-pub trait Model {
+/// A zeroed table of `n` entries with every page written once now.
+///
+/// `vec![0; n]` leaves fresh pages unmapped; a model's first touch of a
+/// table entry is a read (a hash head), which maps the shared zero page,
+/// and the write after it replaces that page, which flushes the TLB of
+/// every CPU the process runs on. With models on several threads each
+/// such flush is an inter-processor interrupt, and on this VM a costly
+/// one: analysing a 3 MB klauspost layer on 2 threads spent more time
+/// in those flushes (`smp_call_function_many_cond`, `native_write_msr`)
+/// than in the models they interrupted. A write first maps a page once.
+pub(crate) fn table<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    let step = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    for i in (0..n).step_by(step) {
+        // SAFETY: `i < n == v.len()`. Volatile: a plain store of zero to
+        // memory known to be zeroed may be left out by the compiler.
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), T::default()) };
+    }
+    v
+}
+
+/// A token predictor for one deflate stream. `Send`: analysis runs the
+/// candidate models on several threads.
+pub trait Model: Send {
     /// Bytes wanted for the next `predict` call.
     fn next_chunk(&self) -> usize;
     /// Predict the tokens for `chunk`, the next bytes of the stream.

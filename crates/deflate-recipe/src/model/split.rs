@@ -19,14 +19,13 @@
 //! every block, so its pieces start on block boundaries and join without
 //! a check.
 //!
-//! zlib's fast levels (1–3) do not hash inside long matches, so their
-//! chains depend on earlier tokens and a cold piece cannot rebuild them
-//! from the plaintext. Those pieces start [`BACK`] bytes early with empty
-//! chains and run until their tokens fall into step with the true run's.
-//! They are joined where the true run stopped if the piece passed the same
-//! loop top after the same tokens over more than a window (the chains hold
-//! nothing older, so they are the same too); otherwise the true run is
-//! carried on past where the tokens differ and compared again.
+//! zlib's fast levels (1–3) and Go's levels 2–3 do not hash inside long
+//! matches, so their chains depend on earlier tokens and a cold piece
+//! cannot rebuild them: those models run on a thread of their own
+//! instead (`pipe.rs`). (Pieces started 72 KiB early with empty chains,
+//! joined where their tokens fell into step with the true run's, were
+//! exact but cost more than they gained: a 46 MB gzip -1 stream rebuilt
+//! 20 % slower than on its own thread, at 45 MB more memory.)
 //!
 //! Both encoders slide their 64 KiB window by 32 KiB at the first loop top
 //! at least 261 bytes short of its end, so away from those stretches the
@@ -35,8 +34,7 @@
 //! before the next slide.
 //!
 //! Predictions come out up to `2 × threads` pieces (256 KiB for zlib and
-//! pigz, 384 KiB for Go, one 1 MiB piece per thread for zlib 1–3) late;
-//! callers already take them as they come.
+//! pigz, 384 KiB for Go) late; callers already take them as they come.
 
 use std::collections::VecDeque;
 #[cfg(test)]
@@ -53,8 +51,8 @@ pub(super) const W: usize = 1 << 15;
 /// A loop top of a lazy search with nothing held back (no pending
 /// literal, no match waiting for the lazy check): from here on the tokens
 /// depend only on the position, the window base and the hash chains.
-/// 16 bytes: a back-started piece notes every loop top of its first
-/// 256 KiB (at gzip -1, up to one per byte where literals abound).
+/// 16 bytes: a piece notes every one in its first [`SYNC`] bytes and in
+/// its overrun, up to one per byte where literals abound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Clean {
     /// Stream offset.
@@ -130,19 +128,6 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     /// The model at stream offset `at` (a block start when `block` > 0),
     /// the plaintext before it ending with `prefix`.
     fn cold(p: Self::Params, at: u64, prefix: &[u8]) -> Self;
-    /// True when the hash chains depend on earlier tokens (zlib levels
-    /// 1–3 skip hashing inside long matches): pieces then start [`BACK`]
-    /// bytes early with empty chains and are joined only where their
-    /// tokens equal the true run's over more than a window.
-    fn back_start(_: Self::Params) -> bool {
-        false
-    }
-    /// The model at stream offset `at` with empty chains (back-start models).
-    fn fresh(p: Self::Params, at: u64) -> Self {
-        Self::cold(p, at, &[])
-    }
-    /// Stream offset of the loop top the model stopped at, and its window base.
-    fn position(&self) -> (u64, u64);
     /// Where clean loop tops are noted.
     fn recorder(&mut self) -> &mut Option<Box<Recorder>>;
 }
@@ -152,10 +137,9 @@ pub(super) trait Split: Model + Send + Sized + 'static {
 /// that holds as much plaintext and tokens as one 512 KiB piece per
 /// thread did, and rebuilt gzip -6 as fast as 512 KiB pieces two deep.
 const SEG: u64 = 1 << 18;
-/// Plaintext per back-started piece: each starts [`BACK`] bytes early, a
-/// cost that only long pieces make small (gzip -1 on 2 threads: 1 MiB
-/// pieces analyse 12 % faster than 512 KiB ones, 256 KiB ones 17 % slower).
-const BACK_SEG: u64 = 1 << 20;
+/// Pieces in flight per thread: two, so that one slow piece leaves no
+/// core idle (see `Par::predict`).
+const DEPTH: usize = 2;
 /// zlib pieces start this far past a multiple of the piece length (and so of 32 KiB),
 /// where the window base is known and no slide can happen for a while.
 pub(super) const OFF: u64 = 1 << 10;
@@ -166,15 +150,6 @@ pub(super) const SYNC: u64 = 24 << 10;
 const CHUNK: u64 = 1 << 16;
 /// Bytes a search may look ahead (zlib's MIN_LOOKAHEAD, Go's 4 + 258).
 const MAX_LOOKAHEAD: u64 = 262;
-/// How early a back-start piece starts: a window for its chains to fill,
-/// room to fall into step with the true run, then a window of equal
-/// tokens to compare (and a start 25 KiB past a multiple of 32 KiB, where
-/// the window base is known).
-const BACK: u64 = 2 * W as u64 + (8 << 10);
-/// How far into a back-started piece the true run may be carried to meet
-/// it (its loop tops there are noted).
-const BACK_NOTES: u64 = 8 * W as u64;
-
 /// Times no meeting point was found, and times one was looked for on the
 /// calling thread (tests check every path ran).
 #[cfg(test)]
@@ -190,10 +165,12 @@ struct Piece<M> {
     last: bool,
     model: M,
     tokens: Vec<Token>,
-    /// Clean loop tops in `[start, start + early_notes)` (see `Kind`).
+    /// Clean loop tops in `[start, start + SYNC)`.
     early: Vec<Clean>,
     /// Clean loop tops in `[end, end + SYNC)`.
     late: Vec<Clean>,
+    /// The plaintext it was given (kept to be reused, see [`Spare`]).
+    input: Vec<u8>,
 }
 
 /// How a piece's model starts.
@@ -245,35 +222,10 @@ impl<M: Split> Kind<M> {
         M::block(self.params)
     }
 
-    fn back_start(&self) -> bool {
-        !self.by_blocks() && M::back_start(self.params)
-    }
-
-    /// How far past its start a piece notes loop tops for the meeting.
-    fn early_notes(&self) -> u64 {
-        if self.back_start() {
-            BACK_NOTES
-        } else {
-            SYNC
-        }
-    }
-
-    /// Pieces in flight per thread: two, so that one slow piece leaves no
-    /// core idle (see `Par::predict`); one for the long back-started pieces.
-    fn depth(&self) -> usize {
-        if self.back_start() {
-            1
-        } else {
-            2
-        }
-    }
-
     /// Plaintext per piece.
     fn seg(&self) -> u64 {
         if self.by_blocks() {
             SEG
-        } else if self.back_start() {
-            BACK_SEG
         } else {
             M::piece(self.params)
         }
@@ -339,32 +291,37 @@ impl<M: Split> Kind<M> {
     }
 
     /// Run one piece over `data` (stream offset `at` of its first byte).
-    fn run(self, start: Start<M>, data: &[u8], at: u64, x: u64, end: u64, last: bool) -> Piece<M> {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        start: Start<M>,
+        data: &[u8],
+        at: u64,
+        x: u64,
+        end: u64,
+        last: bool,
+        mut tokens: Vec<Token>,
+    ) -> Piece<M> {
         let (mut model, from) = match start {
             Start::Warm(m) => {
                 let from = (m.fed() - at) as usize;
                 (*m, from)
             }
-            Start::Cold { prefix } if self.back_start() => {
-                (M::fresh(self.params, x - prefix as u64), 0)
-            }
             Start::Cold { prefix } => (M::cold(self.params, x, &data[..prefix]), prefix),
         };
-        let mut tokens = Vec::new();
+        tokens.clear();
         let (data, at) = (&data[from..], at + from as u64);
         let seen = if self.by_blocks() {
             self.feed(&mut model, data, at, &mut tokens);
             Vec::new()
         } else {
-            let ranges = vec![(x, x + self.early_notes()), (end, end + SYNC)];
+            let ranges = vec![(x, x + SYNC), (end, end + SYNC)];
             self.feed_noting(&mut model, data, at, &mut tokens, ranges)
         };
         if last {
             model.finish(&mut tokens);
         }
-        let (early, late) = seen
-            .into_iter()
-            .partition(|c| c.pos < x + self.early_notes());
+        let (early, late) = seen.into_iter().partition(|c| c.pos < x + SYNC);
         Piece {
             end,
             last,
@@ -372,46 +329,31 @@ impl<M: Split> Kind<M> {
             tokens,
             early,
             late,
+            input: Vec::new(),
         }
     }
 }
 
-/// How a back-started piece compares with the true run at the loop top
-/// the true run stopped at.
-enum Back {
-    /// Same loop top after the same tokens over more than a window: both
-    /// have the same chains there, and the piece carries on exactly as the
-    /// true run would. Token indexes in each.
-    Met(usize, usize),
-    /// The true run must get past this stream offset first (tokens differ
-    /// there, or the piece has no loop top where it stopped).
-    Past(u64),
-    /// Not before the true run reached the end of the piece's notes.
-    Never,
+/// Buffers of joined pieces, handed to the next ones. A piece's tokens
+/// and plaintext are ~2 MB at gzip -1 (1 MiB pieces); taken fresh from
+/// the allocator each time they were new pages every time: rebuilding a
+/// 10.8 MB zlib -1 layer on 2 threads took 8200 page faults (440 on one).
+#[derive(Default)]
+struct Spare {
+    tokens: Vec<Vec<Token>>,
+    input: Vec<Vec<u8>>,
 }
 
-fn compare_back<M: Split>(cur: &Piece<M>, from: usize, next: &Piece<M>) -> Back {
-    let (z, base) = cur.model.position();
-    let Ok(at) = next.early.binary_search_by_key(&z, |c| c.pos) else {
-        return Back::Past(z);
-    };
-    if next.early[at].base() != base {
-        return Back::Never;
-    }
-    let (iz, kz) = (cur.tokens.len(), next.early[at].idx());
-    let (mut i, mut k, mut span) = (iz, kz, 0u64);
-    while span <= W as u64 {
-        if i <= from || k == 0 {
-            return Back::Never;
+impl Spare {
+    /// Keep a joined piece's buffers (no more than `max` of each).
+    fn keep(&mut self, tokens: Vec<Token>, input: Vec<u8>, max: usize) {
+        if self.tokens.len() < max && tokens.capacity() > 0 {
+            self.tokens.push(tokens);
         }
-        i -= 1;
-        k -= 1;
-        span += cur.tokens[i].span() as u64;
-        if cur.tokens[i] != next.tokens[k] {
-            return Back::Past(z - span + W as u64);
+        if self.input.len() < max && input.capacity() > 0 {
+            self.input.push(input);
         }
     }
-    Back::Met(iz, kz)
 }
 
 /// The first clean loop top two pieces share: token indexes in each.
@@ -448,6 +390,7 @@ pub struct Par<M: Split> {
     /// Start of the oldest piece not joined yet (its data must stay).
     keep_from: u64,
     workers: Workers,
+    spare: Spare,
 }
 
 impl<M: Split> Par<M> {
@@ -472,6 +415,7 @@ impl<M: Split> Par<M> {
             cur: None,
             keep_from: fed,
             workers: Workers::new(threads.max(1)),
+            spare: Spare::default(),
         }
     }
 
@@ -482,11 +426,15 @@ impl<M: Split> Par<M> {
 
     fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
         let kind = self.kind;
-        let data = self.bytes(from, to).to_vec();
-        let job = match self
-            .workers
-            .run(move || kind.run(start, &data, from, x, end, last))
-        {
+        let mut data = self.spare.input.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(self.bytes(from, to));
+        let tokens = self.spare.tokens.pop().unwrap_or_default();
+        let job = match self.workers.run(move || {
+            let mut p = kind.run(start, &data, from, x, end, last, tokens);
+            p.input = data;
+            p
+        }) {
             Ok(rx) => Job::Running(rx),
             // No thread to be had: run it here.
             Err(f) => Job::Done(Box::new(f())),
@@ -499,13 +447,7 @@ impl<M: Split> Par<M> {
     fn launch(&mut self, last: bool) {
         loop {
             let x = self.next;
-            let mut end = self.kind.next_boundary(x);
-            if self.kind.back_start() {
-                // The next piece starts BACK bytes early: its data must be here.
-                while end < self.data_at + BACK {
-                    end = self.kind.next_boundary(end);
-                }
-            }
+            let end = self.kind.next_boundary(x);
             let need = end + self.kind.overrun();
             if self.fed < need && !last {
                 return;
@@ -522,12 +464,7 @@ impl<M: Split> Par<M> {
                 let from = m.fed();
                 self.spawn(Start::Warm(Box::new(m)), from, x, to, end, fin);
             } else {
-                let want = if self.kind.back_start() {
-                    BACK
-                } else {
-                    W as u64
-                };
-                let prefix = want.min(x - self.data_at);
+                let prefix = (W as u64).min(x - self.data_at);
                 self.spawn(
                     Start::Cold {
                         prefix: prefix as usize,
@@ -573,35 +510,6 @@ impl<M: Split> Par<M> {
         }
     }
 
-    /// Where the true run `cur` meets the back-started `next`: carried on
-    /// on this thread past every stretch where their tokens differ, while
-    /// `next` has notes.
-    fn meet_back(
-        &self,
-        cur: &mut Piece<M>,
-        from: usize,
-        next: &Piece<M>,
-    ) -> Option<(usize, usize)> {
-        let limit = (cur.end + BACK_NOTES).min(self.fed);
-        loop {
-            let past = match compare_back(cur, from, next) {
-                Back::Met(i, k) => return Some((i, k)),
-                Back::Never => return None,
-                Back::Past(p) => p,
-            };
-            let at = cur.model.fed();
-            // The model stops up to a lookahead short of what it was fed.
-            let to = (past + 2 * MAX_LOOKAHEAD).max(at + 1024).min(limit);
-            if at >= limit || to + MAX_LOOKAHEAD > limit {
-                return None;
-            }
-            #[cfg(test)]
-            LATE_MEETINGS.fetch_add(1, Ordering::Relaxed);
-            self.kind
-                .feed(&mut cur.model, self.bytes(at, to), at, &mut cur.tokens);
-        }
-    }
-
     /// Join the oldest piece onto the true run; hand out settled tokens.
     fn join_one(&mut self, out: &mut Vec<Token>) {
         let Some(h) = self.jobs.pop_front() else {
@@ -613,18 +521,18 @@ impl<M: Split> Par<M> {
             self.cur = Some((piece, 0));
             return;
         };
+        // Buffers kept for new pieces: as many as can be in flight.
+        let max = DEPTH * self.threads + 1;
         if self.kind.by_blocks() {
             out.extend_from_slice(&cur.tokens[from..]);
             self.keep_from = piece.end;
             self.cur = Some((piece, 0));
-        } else if let Some((i, k)) = if self.kind.back_start() {
-            self.meet_back(&mut cur, from, &piece)
-        } else {
-            self.meet_on(&mut cur, &piece)
-        } {
+            self.spare.keep(cur.tokens, cur.input, max);
+        } else if let Some((i, k)) = self.meet_on(&mut cur, &piece) {
             out.extend_from_slice(&cur.tokens[from..i]);
             self.keep_from = piece.end;
             self.cur = Some((piece, k));
+            self.spare.keep(cur.tokens, cur.input, max);
         } else {
             // No meeting point: carry the true run through this piece.
             #[cfg(test)]
@@ -644,11 +552,13 @@ impl<M: Split> Par<M> {
                 x,
                 piece.end,
                 piece.last,
+                piece.tokens,
             );
             p.early.clear();
-            cur = p;
             self.keep_from = piece.end;
-            self.cur = Some((cur, 0));
+            self.cur = Some((p, 0));
+            self.spare.keep(cur.tokens, cur.input, max);
+            self.spare.keep(Vec::new(), piece.input, max);
         }
         // Forget plaintext no piece or fallback can need any more.
         let keep = self.keep_from.saturating_sub(W as u64).max(self.data_at);
@@ -669,13 +579,12 @@ impl<M: Split> Model for Par<M> {
         self.data.extend_from_slice(chunk);
         self.fed += chunk.len() as u64;
         self.launch(false);
-        // Join once two pieces per thread run (one for the long
-        // back-started pieces): at most that many pieces of plaintext
+        // Join once two pieces per thread run: at most that many pieces of plaintext
         // (and, in analysis, of the stream's tokens) wait. One per thread
         // left a core idle whenever a piece finished before the older one
         // being waited for (pieces of the same length differ in cost with
         // the data): gzip -6 rebuilt 10 % slower on 2 threads.
-        while self.jobs.len() >= self.kind.depth() * self.threads {
+        while self.jobs.len() >= DEPTH * self.threads {
             self.join_one(out);
         }
     }
@@ -692,7 +601,7 @@ impl<M: Split> Model for Par<M> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::ModelSpec;
 
@@ -702,7 +611,7 @@ mod tests {
     /// KiB, for 384 KiB pieces): long ones, where the cold piece and the
     /// true run step through the zeros 258 bytes at a time out of phase
     /// and never meet, and a shorter one where they meet only past it.
-    fn input() -> Vec<u8> {
+    pub(in crate::model) fn input() -> Vec<u8> {
         const RUNS: [(u64, usize); 3] = [
             ((1152 << 10) + OFF, 60_000),
             ((2 << 20) + OFF, 60_000),
@@ -834,7 +743,7 @@ mod tests {
             SEG as usize + OFF as usize + 100,
             SEG as usize + 40_000,
             (384 << 10) + OFF as usize + 100,
-            BACK_SEG as usize + OFF as usize + 100,
+            (1 << 20) + OFF as usize + 100,
         ] {
             for spec in [
                 ModelSpec::Zlib { level: 6 },

@@ -107,8 +107,8 @@ impl ZlibModel {
             nice,
             chain,
             window: vec![0; 2 * W],
-            head: vec![0; HASH_MASK + 1],
-            prev: vec![0; W],
+            head: super::table(HASH_MASK + 1),
+            prev: super::table(W),
             strstart: 0,
             lookahead: 0,
             input: Vec::new(),
@@ -132,9 +132,7 @@ impl ZlibModel {
     /// The state a lazy-level (4–9) model would have on reaching stream
     /// offset `at` with nothing held back, for a model that did not see
     /// the stream before: `prefix` (the up to 32 KiB before `at`) is
-    /// hashed as zlib hashes every position at these levels (an empty
-    /// prefix gives the empty chains a back-started level 1–3 piece starts
-    /// from). `at` must lie at least 1 KiB past a multiple of 32 KiB and
+    /// hashed as zlib hashes every position at these levels. `at` must lie at least 1 KiB past a multiple of 32 KiB and
     /// 262 bytes before the next one, where the window base is known
     /// without having run.
     pub(super) fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
@@ -336,9 +334,6 @@ impl ZlibModel {
                     return;
                 }
             }
-            if let Some(rec) = &mut self.rec {
-                rec.note(self.base + self.strstart as u64, self.base, out.len());
-            }
             let mut hash_head = NIL;
             if self.lookahead >= MIN_MATCH {
                 hash_head = self.insert(self.strstart);
@@ -492,6 +487,12 @@ impl Model for ZlibModel {
         if self.rec.is_some() {
             return None;
         }
+        // Levels 1–3 do not hash inside long matches: their chains depend
+        // on earlier tokens, so a cold piece could not rebuild them. One
+        // serial search, on a thread of its own.
+        if self.level <= 3 && self.block == 0 {
+            return super::pipe::piped(self, ZlibModel::new(self.level));
+        }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
     }
 
@@ -538,13 +539,5 @@ impl Split for ZlibModel {
 
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
         &mut self.rec
-    }
-
-    fn back_start((level, block, _): Self::Params) -> bool {
-        level <= 3 && block == 0
-    }
-
-    fn position(&self) -> (u64, u64) {
-        (self.base + self.strstart as u64, self.base)
     }
 }
