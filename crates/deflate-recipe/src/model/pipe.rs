@@ -24,8 +24,11 @@ use super::Model;
 use crate::tokens::Token;
 
 /// Plaintext per batch handed to the model's thread: big enough that the
-/// hand-over costs nothing, small enough that predictions come soon.
+/// hand-over costs nothing, small enough that predictions come soon. The
+/// first batches are smaller (64 KiB, doubling): until the first comes
+/// back the caller waits, and a 3 MB stream is only a dozen batches.
 const BATCH: usize = 1 << 18;
+const FIRST_BATCH: usize = 1 << 16;
 /// Batches in flight: the caller uses one batch's predictions while the
 /// model's thread predicts the next.
 const DEPTH: usize = 2;
@@ -50,6 +53,8 @@ pub(super) struct Pipe {
     to: Option<Sender<Msg>>,
     from: Receiver<Reply>,
     in_flight: usize,
+    /// Batches sent so far.
+    sent: u32,
     batch: Vec<u8>,
     spare_data: Vec<Vec<u8>>,
     spare_tokens: Vec<Vec<Token>>,
@@ -79,6 +84,7 @@ impl Pipe {
                     to: Some(to),
                     from,
                     in_flight: 0,
+                    sent: 0,
                     batch: Vec::with_capacity(BATCH + chunk),
                     spare_data: Vec::new(),
                     spare_tokens: Vec::new(),
@@ -105,7 +111,12 @@ impl Pipe {
             .unwrap_or_else(|_| panic!("the model's thread ended without a reply"));
         self.in_flight -= 1;
         let (mut tokens, mut data) = reply.unwrap_or_else(|e| std::panic::resume_unwind(e));
-        out.extend_from_slice(&tokens);
+        if out.is_empty() {
+            // Callers mostly hand an empty vector: no copy then.
+            std::mem::swap(out, &mut tokens);
+        } else {
+            out.extend_from_slice(&tokens);
+        }
         tokens.clear();
         data.clear();
         self.spare_tokens.push(tokens);
@@ -117,6 +128,7 @@ impl Pipe {
         let data = std::mem::replace(&mut self.batch, fresh);
         let tokens = self.spare_tokens.pop().unwrap_or_default();
         self.send(Msg::Data(data, tokens));
+        self.sent += 1;
     }
 }
 
@@ -127,7 +139,7 @@ impl Model for Pipe {
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         self.batch.extend_from_slice(chunk);
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH.min(FIRST_BATCH << self.sent.min(8)) {
             self.send_batch();
         }
         // Predictions come exactly a batch behind, never sooner even when
