@@ -30,8 +30,8 @@ const SELECT_AFTER: u64 = 2 << 20;
 /// KiB, analysed ~5 % faster on 2 threads).
 const EARLY_PARALLEL: u64 = 512 << 10;
 /// Plaintext parsed before the candidates are given it, several at once
-/// (see `Analyzer::flush`): a thread start per candidate thread each
-/// time costs little against a quarter MiB of searching.
+/// (see `Analyzer::flush`): starting the helper threads each time costs
+/// little against a quarter MiB of searching per candidate.
 const BACKLOG: usize = 256 << 10;
 
 /// What the parsed stream says about a stretch of plaintext.
@@ -357,7 +357,6 @@ impl<W: Write> Analyzer<W> {
         }
     }
 
-    /// Drop candidates costing clearly more than the best one.
     /// Give every candidate the stretches parsed since the last flush,
     /// several candidates at once on as many threads. Each sees the same
     /// calls in the same order as if fed at once; whatever compares or
@@ -391,6 +390,7 @@ impl<W: Write> Analyzer<W> {
         });
     }
 
+    /// Drop candidates costing clearly more than the best one.
     fn prune(&mut self) {
         let best = self.cands.iter().map(|c| c.cost()).min().unwrap_or(0);
         let limit = best + best / 4 + 16;

@@ -16,16 +16,20 @@
 //! up to ~29 models run side by side, ≤ ~15 MiB). The recipe itself is built
 //! in memory (compressed as it grows).
 //!
-//! Threads: the zlib, pigz, pgzip (klauspost levels 1–6 in blocks) and Go
-//! compress/flate (4–9) models run in pieces (256 KiB to 1 MiB, two per
-//! thread in flight) on up to [`set_threads`] threads (default: every core)
-//! and predict exactly what they predict on one thread, so recipes do not
-//! depend on the thread count (`model::split` says why this is exact).
-//! Pieces in flight add about `threads` MiB of plaintext and tokens to the
-//! memory above, up to ~25 MiB per thread on literal-heavy zlib level 1–3
-//! streams (peak RSS of analysing a 46 MB tar's gzip -6 / Go -6 / pgzip /
-//! gzip -1 stream on 2 threads: 28 / 45 / 28 / 53 MB, 6-17 MB on one;
-//! rebuilding: 19 / 29 / 25 / 49 MB, 5-6 MB on one).
+//! Threads: the zlib (levels 4–9), pigz, pgzip (klauspost levels 1–6 in
+//! blocks) and Go compress/flate (4–9) models run in pieces (256 or 384 KiB,
+//! two per thread in flight) on up to [`set_threads`] threads (default:
+//! every core, at most 8); the models that cannot be split (zlib and Go
+//! 1–3, klauspost's plain flate writer and its levels 7–9) run on a thread
+//! of their own while the calling thread applies corrections and writes
+//! blocks; and before a model is chosen the candidates run side by side.
+//! Every model predicts exactly what it predicts on one thread, so recipes
+//! do not depend on the thread count (`model::split` and `model::pipe` say
+//! why this is exact). Pieces in flight add about `threads` MiB of
+//! plaintext and tokens to the memory above (peak RSS of analysing a 46 MB
+//! tar's gzip -6 / Go -6 / pgzip / gzip -1 stream on 2 threads: 27 / 40 /
+//! 20 / 12 MB, 6-18 MB on one; rebuilding: 19 / 27 / 25 / 9 MB, 5-6 MB on
+//! one).
 //!
 //! Recipe format: see the `recipe` module source; its version byte is
 //! [`FORMAT_VERSION`], and older versions stay readable.
