@@ -1,21 +1,23 @@
 //! Analysis: gzip bytes → plaintext + recipe.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 
 use crate::bits::BitReader;
-use crate::diff::DiffEncoder;
 use crate::error::{RecipeError, Result};
 use crate::gzip;
 use crate::hdrpred::{self, Freqs};
 use crate::huffman::CL_ORDER;
 use crate::inflate::{Inflater, Sink};
-use crate::model::{Model, ModelSpec};
+use crate::model::ModelSpec;
 use crate::recipe::{
     self, Packer, Recipe, BF_BYTES, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT, FORMAT_VERSION,
 };
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint;
+
+mod candidate;
+
+use candidate::Candidate;
 
 /// Plaintext offsets at which candidates clearly worse than the best are
 /// dropped (candidates that still tie keep running: e.g. pgzip block sizes
@@ -33,149 +35,6 @@ const EARLY_PARALLEL: u64 = 512 << 10;
 /// (see `Analyzer::flush`): starting the helper threads each time costs
 /// little against a quarter MiB of searching per candidate.
 const BACKLOG: usize = 256 << 10;
-
-/// What the parsed stream says about a stretch of plaintext.
-#[derive(Clone, Copy)]
-enum Act {
-    /// A token of a Huffman block.
-    Tok(Token),
-    /// Bytes of a stored block (8-byte entries: while a split model's
-    /// predictions are on their way, megabytes of these wait).
-    Skip(u32),
-}
-
-/// One candidate model with its own corrections.
-struct Candidate {
-    spec: ModelSpec,
-    model: Box<dyn Model>,
-    diff: DiffEncoder,
-    /// Plaintext not yet given to the model.
-    buf: Vec<u8>,
-    /// Actual tokens waiting for predictions.
-    pending: VecDeque<Act>,
-    scratch: Vec<Token>,
-    /// Threads the model runs on (see `go_parallel`).
-    threads: usize,
-}
-
-impl Candidate {
-    fn new(spec: ModelSpec) -> Self {
-        Candidate {
-            spec,
-            model: spec.build(),
-            diff: DiffEncoder::default(),
-            buf: Vec::new(),
-            pending: VecDeque::new(),
-            scratch: Vec::new(),
-            threads: 1,
-        }
-    }
-
-    /// Once chosen, run the model on several threads (split in pieces,
-    /// or on a thread of its own): same predictions, sooner. Not while a
-    /// split model's spec may still change (a pigz block size not learnt
-    /// yet).
-    fn go_parallel(&mut self) {
-        let threads = crate::threads();
-        // A pigz block size may still be learnt, which a model split in
-        // pieces could not take. (klauspost's, pgzip's, may too: its model
-        // with no block size runs on a thread of its own, which takes it.)
-        let unsettled = matches!(self.spec, ModelSpec::Pigz { block: 0, .. });
-        if self.threads > 1 || threads < 2 || unsettled {
-            return;
-        }
-        if let Some(m) = self.model.parallel(threads) {
-            self.model = m;
-            self.threads = threads;
-        }
-    }
-
-    /// `stored`: the bytes came from a stored block, whose "tokens" say
-    /// nothing about the encoder's matches (zlib stores blocks it had
-    /// matched when storing is cheaper), so they skip the predictions.
-    fn feed(&mut self, tokens: &[Token], plain: &[u8], stored: bool) {
-        if stored {
-            if !plain.is_empty() {
-                for part in plain.chunks(u32::MAX as usize) {
-                    self.pending.push_back(Act::Skip(part.len() as u32));
-                }
-            }
-        } else {
-            self.pending.extend(tokens.iter().map(|&t| Act::Tok(t)));
-        }
-        self.buf.extend_from_slice(plain);
-        let mut off = 0;
-        loop {
-            let want = self.model.next_chunk();
-            if self.buf.len() - off < want {
-                break;
-            }
-            self.predict(off, want);
-            off += want;
-            self.drain();
-        }
-        self.buf.drain(..off);
-        self.drain();
-    }
-
-    fn predict(&mut self, off: usize, n: usize) {
-        self.scratch.clear();
-        self.model
-            .predict(&self.buf[off..off + n], &mut self.scratch);
-        self.diff.predicted(&self.scratch);
-    }
-
-    fn drain(&mut self) {
-        while let Some(&a) = self.pending.front() {
-            let done = match a {
-                Act::Tok(t) => self.diff.actual(t),
-                Act::Skip(n) => self.diff.skip(n as u64),
-            };
-            if !done {
-                break;
-            }
-            self.pending.pop_front();
-        }
-    }
-
-    /// End of a deflate stream: predict the tail and start a fresh model.
-    fn finish_stream(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            let n = self.buf.len();
-            self.predict(0, n);
-            self.buf.clear();
-        }
-        self.scratch.clear();
-        self.model.finish(&mut self.scratch);
-        self.diff.predicted(&self.scratch);
-        self.drain();
-        if !self.pending.is_empty() {
-            return Err(RecipeError::mismatch(
-                "tokens left after the stream's plaintext",
-            ));
-        }
-        self.diff.finish_stream()?;
-        self.model = self.spec.build_threads(self.threads);
-        Ok(())
-    }
-
-    /// The same candidate under another spec and model (see `fork_pigz`).
-    fn fork(&self, spec: ModelSpec, model: Box<dyn Model>) -> Self {
-        Candidate {
-            spec,
-            model,
-            diff: self.diff.clone(),
-            buf: self.buf.clone(),
-            pending: self.pending.clone(),
-            scratch: Vec::new(),
-            threads: 1,
-        }
-    }
-
-    fn cost(&self) -> usize {
-        self.diff.out.len()
-    }
-}
 
 struct Analyzer<W: Write> {
     out: W,
@@ -295,15 +154,12 @@ impl<W: Write> Analyzer<W> {
             } = c.spec
             {
                 if self.pos <= u32::MAX as u64 {
-                    c.spec = ModelSpec::Pigz {
+                    let spec = ModelSpec::Pigz {
                         level,
                         block: self.pos as u32,
                         dict,
                     };
-                    c.scratch.clear();
-                    c.model.set_segment(self.pos as usize, &mut c.scratch);
-                    c.diff.predicted(&c.scratch);
-                    c.drain();
+                    c.learn_segment(spec, self.pos as usize);
                 }
                 continue;
             }
@@ -314,15 +170,12 @@ impl<W: Write> Analyzer<W> {
             } = c.spec
             {
                 if dict > 0 && self.pos > dict as u64 && self.pos <= u32::MAX as u64 {
-                    c.spec = ModelSpec::Klauspost {
+                    let spec = ModelSpec::Klauspost {
                         level,
                         segment: self.pos as u32,
                         dict,
                     };
-                    c.scratch.clear();
-                    c.model.set_segment(self.pos as usize, &mut c.scratch);
-                    c.diff.predicted(&c.scratch);
-                    c.drain();
+                    c.learn_segment(spec, self.pos as usize);
                 }
             }
         }
