@@ -1,12 +1,13 @@
 //! A model that cannot be split, run on a thread of its own: the calling
 //! thread hands it the plaintext in batches and takes its predictions
-//! back a batch or two later, meanwhile applying corrections, writing
-//! blocks or inflating.
+//! back one batch later, meanwhile applying corrections, writing blocks
+//! or inflating.
 //!
-//! Why: for the encoders whose search is one serial run (Go's BestSpeed
-//! and levels 2–3, klauspost's plain flate writer, its lazy levels 7–9)
-//! the model is 40–60 % of a rebuild and the rest (corrections, Huffman
-//! coding, CRC) as much again; on one thread the second core idles.
+//! Why: for the encoders whose search is one serial run (zlib levels 1–3,
+//! Go's BestSpeed and levels 2–3, klauspost's plain flate writer, its lazy
+//! levels 7–9) the model is 40–60 % of a rebuild and the rest
+//! (corrections, Huffman coding, CRC) as much again; on one thread the
+//! second core idles. (Why these cannot be split: `split` module docs.)
 //!
 //! Exact by construction: the model sees the same bytes in the same
 //! chunks, and a learnt block size at the same point, as on the calling
