@@ -150,6 +150,29 @@ impl Inflater {
     ) -> Result<()> {
         let mut ntok: u64 = 0;
         loop {
+            // Fast path: with 48 bits buffered a whole length/distance
+            // pair (15 + 5 + 15 + 13 bits) decodes without a check per
+            // field. Anything invalid is left to the checked path below,
+            // which reports it.
+            if br.ensure(48)? {
+                match self.fast_symbol(br.peek(), lit, dist) {
+                    Fast::Done(used) => {
+                        br.consume(used);
+                        ntok += 1;
+                        if self.tokens.len() >= FLUSH_TOKENS
+                            || self.win.len() - self.pending >= FLUSH_PLAIN
+                        {
+                            self.flush(sink)?;
+                        }
+                        continue;
+                    }
+                    Fast::End(used) => {
+                        br.consume(used);
+                        break;
+                    }
+                    Fast::Checked => {}
+                }
+            }
             let at = br.offset();
             let sym = decode(br, lit, "literal/length")?;
             if sym < 256 {
@@ -189,15 +212,7 @@ impl Inflater {
                         format!("distance {d} too far back ({have} bytes of history)"),
                     ));
                 }
-                let from = self.win.len() - d;
-                if d >= len as usize {
-                    self.win.extend_from_within(from..from + len as usize);
-                } else {
-                    for i in 0..len as usize {
-                        let b = self.win[from + i];
-                        self.win.push(b);
-                    }
-                }
+                self.copy_match(d, len as usize);
                 self.tokens.push(Token::matched(tok_len, d as u16));
             }
             ntok += 1;
@@ -207,6 +222,85 @@ impl Inflater {
         }
         self.flush(sink)?;
         sink.block_end(ntok)
+    }
+}
+
+/// What the fast path made of the next symbol.
+enum Fast {
+    /// A literal or a match, taking this many bits.
+    Done(u32),
+    /// The end-of-block symbol, taking this many bits.
+    End(u32),
+    /// Invalid or unusual: decode it on the checked path.
+    Checked,
+}
+
+impl Inflater {
+    /// Decode one symbol (and its match) from `bits` (at least 48 valid
+    /// bits), without consuming them; see `huffman`.
+    #[inline]
+    fn fast_symbol(&mut self, bits: u64, lit: &Decoder, dist: &Decoder) -> Fast {
+        let (sym, n) = lit.lookup(bits);
+        if n == 0 {
+            return Fast::Checked;
+        }
+        if sym < 256 {
+            self.win.push(sym as u8);
+            self.tokens.push(Token::lit(sym as u8));
+            return Fast::Done(n);
+        }
+        if sym == 256 {
+            return Fast::End(n);
+        }
+        let code = sym as usize - 257;
+        if code >= 29 {
+            return Fast::Checked;
+        }
+        let mut used = n;
+        let ex = LEN_EXTRA[code] as u32;
+        let extra = ((bits >> used) & ((1u64 << ex) - 1)) as u16;
+        used += ex;
+        let mut len = LEN_BASE[code] + extra;
+        let mut tok_len = len;
+        if code == 27 && extra == 31 {
+            // 258 written with code 284: decodes fine, must be kept as such.
+            len = 258;
+            tok_len = IRREGULAR_258;
+        }
+        let (dsym, dn) = dist.lookup(bits >> used);
+        if dn == 0 || dsym >= 30 {
+            return Fast::Checked;
+        }
+        used += dn;
+        let dex = DIST_EXTRA[dsym as usize] as u32;
+        let d = DIST_BASE[dsym as usize] as usize + ((bits >> used) & ((1u64 << dex) - 1)) as usize;
+        used += dex;
+        let have = (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
+        if d > have {
+            return Fast::Checked;
+        }
+        self.copy_match(d, len as usize);
+        self.tokens.push(Token::matched(tok_len, d as u16));
+        Fast::Done(used)
+    }
+
+    /// Append the `len` bytes `d` back (`d` <= the window held).
+    #[inline]
+    fn copy_match(&mut self, d: usize, len: usize) {
+        let from = self.win.len() - d;
+        if d >= len {
+            self.win.extend_from_within(from..from + len);
+            return;
+        }
+        // Overlapping: the match repeats the d bytes at `from`, so every
+        // byte written so far is a copy source too and chunks double.
+        let mut done = 0;
+        while done < len {
+            let at = from + done % d;
+            let n = (len - done).min(self.win.len() - at);
+            self.win.extend_from_within(at..at + n);
+            done += n;
+        }
     }
 }
 
