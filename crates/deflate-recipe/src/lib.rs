@@ -22,7 +22,9 @@
 //! every core, at most 8); the models that cannot be split (zlib and Go
 //! 1–3, klauspost's plain flate writer and its levels 7–9) run on a thread
 //! of their own while the calling thread applies corrections and writes
-//! blocks; and before a model is chosen the candidates run side by side.
+//! blocks (so does a pgzip model in analysis, chosen before its block
+//! size is known); and before a model is chosen the candidates run side
+//! by side.
 //! Every model predicts exactly what it predicts on one thread, so recipes
 //! do not depend on the thread count (`model::split` and `model::pipe` say
 //! why this is exact). Pieces in flight add about `threads` MiB of
