@@ -334,11 +334,12 @@ impl Model for GoStdModel {
     }
 
     fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
-        // Levels 2–3 skip hashing inside matches: their chains depend on
-        // earlier tokens, so a cold piece could not rebuild them.
         if self.rec.is_some() {
             return None;
         }
+        // Levels 2–3 skip hashing inside matches: their chains depend on
+        // earlier tokens, so a cold piece could not rebuild them. One
+        // serial search, on a thread of its own.
         if self.skip != SKIP_NEVER {
             return super::pipe::piped(self, GoStdModel::new(self.level));
         }

@@ -132,9 +132,9 @@ impl ZlibModel {
     /// The state a lazy-level (4–9) model would have on reaching stream
     /// offset `at` with nothing held back, for a model that did not see
     /// the stream before: `prefix` (the up to 32 KiB before `at`) is
-    /// hashed as zlib hashes every position at these levels. `at` must lie at least 1 KiB past a multiple of 32 KiB and
-    /// 262 bytes before the next one, where the window base is known
-    /// without having run.
+    /// hashed as zlib hashes every position at these levels. `at` must lie
+    /// at least 1 KiB past a multiple of 32 KiB and 262 bytes before the
+    /// next one, where the window base is known without having run.
     pub(super) fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
         let mut m = ZlibModel::new(level);
         let w = W as u64;
