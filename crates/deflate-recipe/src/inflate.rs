@@ -152,68 +152,24 @@ impl Inflater {
         loop {
             // Fast path: with 48 bits buffered a whole length/distance
             // pair (15 + 5 + 15 + 13 bits) decodes without a check per
-            // field. Anything invalid is left to the checked path below,
-            // which reports it.
-            if br.ensure(48)? {
-                match self.fast_symbol(br.peek(), lit, dist) {
-                    Fast::Done(used) => {
-                        br.consume(used);
-                        ntok += 1;
-                        if self.tokens.len() >= FLUSH_TOKENS
-                            || self.win.len() - self.pending >= FLUSH_PLAIN
-                        {
-                            self.flush(sink)?;
-                        }
-                        continue;
-                    }
-                    Fast::End(used) => {
-                        br.consume(used);
+            // field. Anything invalid, and the stream's last bits, go to
+            // the checked path, which reports what is wrong.
+            let fast = if br.ensure(48)? {
+                self.fast_symbol(br.peek(), lit, dist)
+            } else {
+                Fast::Checked
+            };
+            match fast {
+                Fast::Done(used) => br.consume(used),
+                Fast::End(used) => {
+                    br.consume(used);
+                    break;
+                }
+                Fast::Checked => {
+                    if !self.checked_symbol(br, lit, dist)? {
                         break;
                     }
-                    Fast::Checked => {}
                 }
-            }
-            let at = br.offset();
-            let sym = decode(br, lit, "literal/length")?;
-            if sym < 256 {
-                self.win.push(sym as u8);
-                self.tokens.push(Token::lit(sym as u8));
-            } else if sym == 256 {
-                break;
-            } else {
-                let code = sym as usize - 257;
-                if code >= 29 {
-                    return Err(RecipeError::deflate(
-                        at,
-                        format!("invalid literal/length symbol {sym}"),
-                    ));
-                }
-                let extra = br.bits(LEN_EXTRA[code] as u32)?;
-                let mut len = LEN_BASE[code] + extra as u16;
-                let mut tok_len = len;
-                if code == 27 && extra == 31 {
-                    // 258 written with code 284: decodes fine, must be kept as such.
-                    len = 258;
-                    tok_len = IRREGULAR_258;
-                }
-                let dsym = decode(br, dist, "distance")? as usize;
-                if dsym >= 30 {
-                    return Err(RecipeError::deflate(
-                        at,
-                        format!("invalid distance symbol {dsym}"),
-                    ));
-                }
-                let d = DIST_BASE[dsym] as usize + br.bits(DIST_EXTRA[dsym] as u32)? as usize;
-                let have =
-                    (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
-                if d > have {
-                    return Err(RecipeError::deflate(
-                        at,
-                        format!("distance {d} too far back ({have} bytes of history)"),
-                    ));
-                }
-                self.copy_match(d, len as usize);
-                self.tokens.push(Token::matched(tok_len, d as u16));
             }
             ntok += 1;
             if self.tokens.len() >= FLUSH_TOKENS || self.win.len() - self.pending >= FLUSH_PLAIN {
@@ -235,7 +191,71 @@ enum Fast {
     Checked,
 }
 
+/// A length symbol's match length and the length its token records:
+/// 258 written with code 284 (extra 31) decodes fine and must be kept as
+/// such.
+fn match_length(code: usize, extra: u16) -> (usize, u16) {
+    if code == 27 && extra == 31 {
+        (258, IRREGULAR_258)
+    } else {
+        let len = LEN_BASE[code] + extra;
+        (len as usize, len)
+    }
+}
+
 impl Inflater {
+    /// Bytes of history a distance may reach back.
+    fn history(&self) -> usize {
+        (self.total_out as usize + self.win.len() - self.pending).min(self.win.len())
+    }
+
+    /// Decode one symbol (and its match) with every field checked; false
+    /// at the end of the block.
+    fn checked_symbol<R: Read>(
+        &mut self,
+        br: &mut BitReader<R>,
+        lit: &Decoder,
+        dist: &Decoder,
+    ) -> Result<bool> {
+        let at = br.offset();
+        let sym = decode(br, lit, "literal/length")?;
+        if sym < 256 {
+            self.win.push(sym as u8);
+            self.tokens.push(Token::lit(sym as u8));
+            return Ok(true);
+        }
+        if sym == 256 {
+            return Ok(false);
+        }
+        let code = sym as usize - 257;
+        if code >= 29 {
+            return Err(RecipeError::deflate(
+                at,
+                format!("invalid literal/length symbol {sym}"),
+            ));
+        }
+        let extra = br.bits(LEN_EXTRA[code] as u32)? as u16;
+        let (len, tok_len) = match_length(code, extra);
+        let dsym = decode(br, dist, "distance")? as usize;
+        if dsym >= 30 {
+            return Err(RecipeError::deflate(
+                at,
+                format!("invalid distance symbol {dsym}"),
+            ));
+        }
+        let d = DIST_BASE[dsym] as usize + br.bits(DIST_EXTRA[dsym] as u32)? as usize;
+        let have = self.history();
+        if d > have {
+            return Err(RecipeError::deflate(
+                at,
+                format!("distance {d} too far back ({have} bytes of history)"),
+            ));
+        }
+        self.copy_match(d, len);
+        self.tokens.push(Token::matched(tok_len, d as u16));
+        Ok(true)
+    }
+
     /// Decode one symbol (and its match) from `bits` (at least 48 valid
     /// bits), without consuming them; see `huffman`.
     #[inline]
@@ -260,13 +280,7 @@ impl Inflater {
         let ex = LEN_EXTRA[code] as u32;
         let extra = ((bits >> used) & ((1u64 << ex) - 1)) as u16;
         used += ex;
-        let mut len = LEN_BASE[code] + extra;
-        let mut tok_len = len;
-        if code == 27 && extra == 31 {
-            // 258 written with code 284: decodes fine, must be kept as such.
-            len = 258;
-            tok_len = IRREGULAR_258;
-        }
+        let (len, tok_len) = match_length(code, extra);
         let (dsym, dn) = dist.lookup(bits >> used);
         if dn == 0 || dsym >= 30 {
             return Fast::Checked;
@@ -275,11 +289,10 @@ impl Inflater {
         let dex = DIST_EXTRA[dsym as usize] as u32;
         let d = DIST_BASE[dsym as usize] as usize + ((bits >> used) & ((1u64 << dex) - 1)) as usize;
         used += dex;
-        let have = (self.total_out as usize + self.win.len() - self.pending).min(self.win.len());
-        if d > have {
+        if d > self.history() {
             return Fast::Checked;
         }
-        self.copy_match(d, len as usize);
+        self.copy_match(d, len);
         self.tokens.push(Token::matched(tok_len, d as u16));
         Fast::Done(used)
     }
