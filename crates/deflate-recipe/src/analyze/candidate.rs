@@ -48,8 +48,7 @@ impl Candidate {
     /// or on a thread of its own): same predictions, sooner. Not while a
     /// split model's spec may still change (a pigz block size not learnt
     /// yet).
-    pub(super) fn go_parallel(&mut self) {
-        let threads = crate::threads();
+    pub(super) fn go_parallel(&mut self, threads: usize) {
         // A pigz block size may still be learnt, which a model split in
         // pieces could not take. (pgzip's may too: klauspost's model with
         // no block size runs on a thread of its own, which takes it, and

@@ -328,7 +328,7 @@ impl<W: Write> Sink for Analyzer<W> {
             self.flush();
             self.select(1);
             if let [c] = &mut self.cands[..] {
-                c.go_parallel();
+                c.go_parallel(self.threads);
                 self.tok_packer.absorb(&mut c.diff.out)?;
             }
         } else if self.total >= PRUNE_AT[self.pruned.min(PRUNE_AT.len() - 1)]
@@ -346,7 +346,7 @@ impl<W: Write> Sink for Analyzer<W> {
                     .iter()
                     .any(|&(level, _)| c.spec == ModelSpec::Zlib { level });
                 if self.total >= EARLY_PARALLEL || !twin {
-                    c.go_parallel();
+                    c.go_parallel(self.threads);
                 }
             }
         }

@@ -318,6 +318,42 @@ pub(super) fn slide_down(table: &mut [u16], by: usize) {
     }
 }
 
+/// Token and plaintext buffers of finished work, handed to new work: taken
+/// fresh from the allocator each time they are new pages each time
+/// (rebuilding the 46 MB tar's gzip -6 stream on 2 threads: 8800 page
+/// faults, 6300 with a split model's buffers handed on).
+#[derive(Default)]
+pub(super) struct Spare {
+    tokens: Vec<Vec<Token>>,
+    input: Vec<Vec<u8>>,
+}
+
+impl Spare {
+    /// Keep finished work's buffers (no more than `max` of each).
+    pub(super) fn keep(&mut self, tokens: Vec<Token>, input: Vec<u8>, max: usize) {
+        if self.tokens.len() < max && tokens.capacity() > 0 {
+            self.tokens.push(tokens);
+        }
+        if self.input.len() < max && input.capacity() > 0 {
+            self.input.push(input);
+        }
+    }
+
+    /// An empty token buffer, kept or new.
+    pub(super) fn tokens(&mut self) -> Vec<Token> {
+        let mut v = self.tokens.pop().unwrap_or_default();
+        v.clear();
+        v
+    }
+
+    /// An empty plaintext buffer, kept or new.
+    pub(super) fn input(&mut self) -> Vec<u8> {
+        let mut v = self.input.pop().unwrap_or_default();
+        v.clear();
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

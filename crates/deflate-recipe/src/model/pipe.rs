@@ -21,7 +21,7 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-use super::Model;
+use super::{Model, Spare};
 use crate::tokens::Token;
 
 /// Plaintext per batch handed to the model's thread: big enough that the
@@ -57,8 +57,7 @@ pub(super) struct Pipe {
     /// Batches sent so far.
     sent: u32,
     batch: Vec<u8>,
-    spare_data: Vec<Vec<u8>>,
-    spare_tokens: Vec<Vec<Token>>,
+    spare: Spare,
 }
 
 impl Pipe {
@@ -87,8 +86,7 @@ impl Pipe {
                     in_flight: 0,
                     sent: 0,
                     batch: Vec::with_capacity(BATCH + chunk),
-                    spare_data: Vec::new(),
-                    spare_tokens: Vec::new(),
+                    spare: Spare::default(),
                 })
             }
             Err(_) => Err(model),
@@ -111,23 +109,20 @@ impl Pipe {
             .recv()
             .unwrap_or_else(|_| panic!("the model's thread ended without a reply"));
         self.in_flight -= 1;
-        let (mut tokens, mut data) = reply.unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let (mut tokens, data) = reply.unwrap_or_else(|e| std::panic::resume_unwind(e));
         if out.is_empty() {
             // Callers mostly hand an empty vector: no copy then.
             std::mem::swap(out, &mut tokens);
         } else {
             out.extend_from_slice(&tokens);
         }
-        tokens.clear();
-        data.clear();
-        self.spare_tokens.push(tokens);
-        self.spare_data.push(data);
+        self.spare.keep(tokens, data, DEPTH + 1);
     }
 
     fn send_batch(&mut self) {
-        let fresh = self.spare_data.pop().unwrap_or_default();
+        let fresh = self.spare.input();
         let data = std::mem::replace(&mut self.batch, fresh);
-        let tokens = self.spare_tokens.pop().unwrap_or_default();
+        let tokens = self.spare.tokens();
         self.send(Msg::Data(data, tokens));
         self.sent += 1;
     }
@@ -158,7 +153,7 @@ impl Model for Pipe {
         if !self.batch.is_empty() {
             self.send_batch();
         }
-        let tokens = self.spare_tokens.pop().unwrap_or_default();
+        let tokens = self.spare.tokens();
         self.send(Msg::Finish(tokens));
         self.to = None;
         while self.in_flight > 0 {
@@ -172,7 +167,7 @@ impl Model for Pipe {
         if !self.batch.is_empty() {
             self.send_batch();
         }
-        let tokens = self.spare_tokens.pop().unwrap_or_default();
+        let tokens = self.spare.tokens();
         self.send(Msg::Segment(segment, tokens));
     }
 }

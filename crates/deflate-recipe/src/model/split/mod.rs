@@ -43,6 +43,7 @@ use std::sync::mpsc::Receiver;
 
 use super::workers::Workers;
 use super::Model;
+use super::Spare;
 use crate::tokens::Token;
 
 /// Window size of the encoders split here.
@@ -169,7 +170,7 @@ struct Piece<M> {
     early: Vec<Clean>,
     /// Clean loop tops in `[end, end + SYNC)`.
     late: Vec<Clean>,
-    /// The plaintext it was given (kept to be reused, see [`Spare`]).
+    /// The plaintext it was given (kept to be reused, see `Spare`).
     input: Vec<u8>,
 }
 
@@ -334,28 +335,6 @@ impl<M: Split> Kind<M> {
     }
 }
 
-/// Buffers of joined pieces, handed to the next ones: a piece's tokens
-/// and plaintext taken fresh from the allocator each time are new pages
-/// each time (rebuilding the 46 MB tar's gzip -6 stream on 2 threads:
-/// 8800 page faults, 6300 with buffers handed on).
-#[derive(Default)]
-struct Spare {
-    tokens: Vec<Vec<Token>>,
-    input: Vec<Vec<u8>>,
-}
-
-impl Spare {
-    /// Keep a joined piece's buffers (no more than `max` of each).
-    fn keep(&mut self, tokens: Vec<Token>, input: Vec<u8>, max: usize) {
-        if self.tokens.len() < max && tokens.capacity() > 0 {
-            self.tokens.push(tokens);
-        }
-        if self.input.len() < max && input.capacity() > 0 {
-            self.input.push(input);
-        }
-    }
-}
-
 /// The first clean loop top two pieces share: token indexes in each.
 fn meet(late: &[Clean], early: &[Clean]) -> Option<(usize, usize)> {
     let mut j = 0;
@@ -426,10 +405,9 @@ impl<M: Split> Par<M> {
 
     fn spawn(&mut self, start: Start<M>, from: u64, x: u64, to: u64, end: u64, last: bool) {
         let kind = self.kind;
-        let mut data = self.spare.input.pop().unwrap_or_default();
-        data.clear();
+        let mut data = self.spare.input();
         data.extend_from_slice(self.bytes(from, to));
-        let tokens = self.spare.tokens.pop().unwrap_or_default();
+        let tokens = self.spare.tokens();
         let job = match self.workers.run(move || {
             let mut p = kind.run(start, &data, from, x, end, last, tokens);
             p.input = data;
