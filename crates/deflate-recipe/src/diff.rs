@@ -10,27 +10,25 @@ use std::collections::VecDeque;
 use std::io::Read;
 
 use crate::error::{RecipeError, Result};
-use crate::tokens::{Token, IRREGULAR_258};
+use crate::tokens::{cover, total_span, Token, IRREGULAR_258};
 use crate::varint::{self, ByteReader};
 
 /// Drop predicted tokens from the front of `pred` until they cover the
 /// `d` bytes the actual stream is ahead (none when `d` ≤ 0), taking what
-/// they covered off both counts. Stored blocks skip megabytes of one-byte
-/// predictions: counted slice by slice, then dropped at once.
+/// they covered off both counts.
 fn drop_span(pred: &mut VecDeque<Token>, pred_span: &mut i64, d: &mut i64) {
-    let (mut k, mut covered) = (0, 0i64);
+    let need = (*d).max(0) as u64;
     let (a, b) = pred.as_slices();
-    for t in a.iter().chain(b) {
-        if covered >= *d {
-            break;
-        }
-        covered += t.span() as i64;
-        k += 1;
+    let (mut k, mut covered) = cover(a, need);
+    if covered < need {
+        let (kb, cb) = cover(b, need - covered);
+        k += kb;
+        covered += cb;
     }
-    assert!(covered >= *d, "span accounted");
+    assert!(covered >= need, "span accounted");
     pred.drain(..k);
-    *pred_span -= covered;
-    *d -= covered;
+    *pred_span -= covered as i64;
+    *d -= covered as i64;
 }
 
 /// Append one explicit token. Literals carry no byte: the plaintext has it.
@@ -92,9 +90,7 @@ pub struct DiffEncoder {
 impl DiffEncoder {
     /// Queue predicted tokens.
     pub fn predicted(&mut self, toks: &[Token]) {
-        for &t in toks {
-            self.pred_span += t.span() as i64;
-        }
+        self.pred_span += total_span(toks) as i64;
         self.pred.extend(toks.iter().copied());
     }
 
@@ -194,9 +190,7 @@ pub enum Step {
 impl DiffDecoder {
     /// Queue predicted tokens.
     pub fn predicted(&mut self, toks: &[Token]) {
-        for &t in toks {
-            self.pred_span += t.span() as i64;
-        }
+        self.pred_span += total_span(toks) as i64;
         self.pred.extend(toks.iter().copied());
     }
 

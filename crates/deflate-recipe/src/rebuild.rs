@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::recipe::{self, Recipe, BF_BYTES, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT};
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint::ByteReader;
-use crate::writer::write_block;
+use crate::writer::{write_block, write_stored};
 
 /// Plaintext of one member, read ahead as the model needs it.
 struct Plain<'a, R: Read> {
@@ -194,8 +194,8 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
         Ok(())
     }
 
-    /// A stored block of `n` bytes: its bytes as literals, predictions skipped.
-    fn stored(&mut self, n: u64, out: &mut Vec<Token>) -> Result<()> {
+    /// A stored block of `n` bytes: predictions skipped, its bytes returned.
+    fn stored(&mut self, n: u64) -> Result<&[u8]> {
         if self.pa + n > self.plain.end {
             return Err(RecipeError::mismatch(
                 "stored block runs past the plaintext",
@@ -205,14 +205,8 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
             self.predict_more()?;
         }
         self.plain.ensure(self.pa + n)?;
-        out.extend(
-            self.plain
-                .slice(self.pa, self.pa + n)
-                .iter()
-                .map(|&b| Token::lit(b)),
-        );
         self.pa += n;
-        Ok(())
+        Ok(self.plain.slice(self.pa - n, self.pa))
     }
 }
 
@@ -364,13 +358,14 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                         let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
                             0 => {
                                 let pad = meta.u8()?;
-                                toks.stored(size, &mut block)?;
-                                BlockKind::Stored {
-                                    len: u16::try_from(size).map_err(|_| {
-                                        RecipeError::recipe("stored block too long")
-                                    })?,
-                                    pad,
+                                if size > 0xffff {
+                                    return Err(RecipeError::recipe("stored block too long"));
                                 }
+                                write_stored(&mut bw, last, pad, toks.stored(size)?)?;
+                                if last {
+                                    break;
+                                }
+                                continue;
                             }
                             1 => {
                                 take(&mut toks, &mut block)?;

@@ -50,6 +50,54 @@ impl Token {
             }
         }
     }
+
+    /// [`span`](Self::span) without branches, so that sums over slices
+    /// vectorise.
+    #[inline]
+    fn span_u32(self) -> u32 {
+        let l = self.0 >> 16;
+        let l = l - (l == IRREGULAR_258 as u32) as u32;
+        if self.0 & 0xffff == 0 {
+            1
+        } else {
+            l
+        }
+    }
+}
+
+/// Plaintext bytes covered by `tokens`.
+pub fn total_span(tokens: &[Token]) -> u64 {
+    // Summed in slices short enough that a u32 cannot overflow.
+    tokens
+        .chunks(1 << 16)
+        .map(|c| c.iter().map(|t| t.span_u32()).sum::<u32>() as u64)
+        .sum()
+}
+
+/// The shortest prefix of `tokens` covering at least `need` bytes:
+/// (its length, the bytes it covers); all of `tokens` if they cover less.
+/// Stored blocks drop megabytes of one-byte predictions: counted in
+/// slices that vectorise, one token at a time only in the last slice.
+pub fn cover(tokens: &[Token], need: u64) -> (usize, u64) {
+    const SLICE: usize = 64;
+    let (mut k, mut covered) = (0, 0u64);
+    for c in tokens.chunks(SLICE) {
+        let s = c.iter().map(|t| t.span_u32()).sum::<u32>() as u64;
+        if covered + s < need {
+            covered += s;
+            k += c.len();
+            continue;
+        }
+        for t in c {
+            if covered >= need {
+                break;
+            }
+            covered += t.span_u32() as u64;
+            k += 1;
+        }
+        break;
+    }
+    (k, covered)
 }
 
 /// A dynamic block's header exactly as transmitted.

@@ -43,18 +43,13 @@ pub fn write_block<W: Write>(
     bw.put(head.last as u32, 1);
     match &head.kind {
         BlockKind::Stored { len, pad } => {
-            bw.put(0, 2);
-            bw.align(*pad as u32);
-            bw.put(*len as u32, 16);
-            bw.put(!*len as u32 & 0xffff, 16);
             if tokens.len() != *len as usize || tokens.iter().any(|t| !t.is_lit()) {
                 return Err(RecipeError::mismatch(
                     "stored block tokens are not its bytes",
                 ));
             }
             let bytes: Vec<u8> = tokens.iter().map(|t| t.raw_len() as u8).collect();
-            bw.bytes(&bytes)?;
-            Ok(())
+            write_stored_body(bw, *pad, &bytes)
         }
         BlockKind::Fixed => {
             bw.put(1, 2);
@@ -69,6 +64,30 @@ pub fn write_block<W: Write>(
             write_tokens(bw, &c, tokens)
         }
     }
+}
+
+/// Write a stored block straight from its bytes (at most 65535), with
+/// `pad` as the bits that align its length field.
+pub fn write_stored<W: Write>(
+    bw: &mut BitWriter<W>,
+    last: bool,
+    pad: u8,
+    bytes: &[u8],
+) -> Result<()> {
+    if bytes.len() > 0xffff {
+        return Err(RecipeError::recipe("stored block too long"));
+    }
+    bw.put(last as u32, 1);
+    write_stored_body(bw, pad, bytes)
+}
+
+fn write_stored_body<W: Write>(bw: &mut BitWriter<W>, pad: u8, bytes: &[u8]) -> Result<()> {
+    let len = bytes.len() as u32;
+    bw.put(0, 2);
+    bw.align(pad as u32);
+    bw.put(len, 16);
+    bw.put(!len & 0xffff, 16);
+    bw.bytes(bytes)
 }
 
 fn write_dyn_header<W: Write>(bw: &mut BitWriter<W>, h: &DynHeader) -> Result<()> {

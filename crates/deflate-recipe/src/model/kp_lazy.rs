@@ -103,11 +103,22 @@ impl KpLazyModel {
         self.ii = 0;
     }
 
+    /// Hash positions `from..to` into the chains, in order.
     #[inline]
-    fn insert(&mut self, i: usize) {
-        let h = hash4(&self.window[i..]);
-        self.prev[i & WMASK] = self.head[h];
-        self.head[h] = (i + 1) as u16;
+    fn insert_run(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        // Sliced to their exact lengths so the loop has no bounds checks
+        // and the head loads of successive positions overlap.
+        let w = &self.window[..to + MIN_MATCH - 1];
+        let head = &mut self.head[..1 << HASH_BITS];
+        let prev = &mut self.prev[..WINDOW];
+        for i in from..to {
+            let h = hash4(&w[i..i + 4]);
+            prev[i & WMASK] = head[h];
+            head[h] = (i + 1) as u16;
+        }
     }
 
     /// `fillWindow`: the dictionary goes into the window with every position hashed.
@@ -115,9 +126,7 @@ impl KpLazyModel {
         let b = &dict[dict.len().saturating_sub(WINDOW)..];
         let n = b.len();
         self.window[self.window_end..self.window_end + n].copy_from_slice(b);
-        for i in 0..n.saturating_sub(MIN_MATCH - 1) {
-            self.insert(i);
-        }
+        self.insert_run(0, n.saturating_sub(MIN_MATCH - 1));
         self.window_end += n;
         self.index = n;
     }
@@ -266,9 +275,7 @@ impl KpLazyModel {
                 let new_index = self.index + prev_length - 1;
                 let stop = new_index.min(max_insert);
                 let start = (self.index + 1).min(max_insert);
-                for i in start..stop {
-                    self.insert(i);
-                }
+                self.insert_run(start, stop);
                 self.index = new_index;
                 self.byte_available = false;
                 self.length = MIN_MATCH - 1;
@@ -283,20 +290,23 @@ impl KpLazyModel {
                     self.index += 1;
                     let n = self.ii as isize - self.chain as isize;
                     if n > 0 {
-                        let n = 1 + (n >> 6);
-                        for _ in 0..n {
-                            if self.index >= self.window_end - 1 {
-                                break;
-                            }
-                            out.push(Token::lit(self.window[self.index - 1]));
-                            if self.index < max_insert {
-                                let h = hash4(&self.window[self.index..]);
-                                self.chain_head = self.head[h] as isize;
-                                self.prev[self.index & WMASK] = self.head[h];
-                                self.head[h] = (self.index + 1) as u16;
-                            }
-                            self.index += 1;
+                        // Up to `1 + (n >> 6)` steps, each a literal and its
+                        // position hashed, stopping short of the window end.
+                        let from = self.index;
+                        let k =
+                            (1 + (n >> 6) as usize).min((self.window_end - 1).saturating_sub(from));
+                        out.extend(
+                            self.window[from - 1..from - 1 + k]
+                                .iter()
+                                .map(|&b| Token::lit(b)),
+                        );
+                        let stop = (from + k).min(max_insert);
+                        if from < stop {
+                            self.insert_run(from, stop);
+                            // The head the last hashed position found.
+                            self.chain_head = self.prev[(stop - 1) & WMASK] as isize;
                         }
+                        self.index = from + k;
                         out.push(Token::lit(self.window[self.index - 1]));
                         self.byte_available = false;
                     }
