@@ -96,6 +96,95 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     n
 }
 
+/// Hash position `p` into the chains; returns the chain's previous head.
+#[inline(always)]
+fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
+    let h = hash(w, p);
+    let old = head[h] as usize;
+    prev[p & WMASK] = old as u16;
+    head[h] = p as u16;
+    old
+}
+
+/// A level's search limits (zlib's `configuration_table`).
+#[derive(Clone, Copy)]
+struct Limits {
+    good: usize,
+    nice: usize,
+    chain: usize,
+}
+
+/// Where a search starts: the position, its lookahead, the length to beat.
+struct At {
+    s: usize,
+    lookahead: usize,
+    best: usize,
+}
+
+/// zlib's longest_match from candidate `cur`: the longest match strictly
+/// longer than `at.best`, nearest first on ties, within the chain and
+/// nice limits; `match_start` is moved to it.
+#[inline]
+fn longest_match(
+    w: &[u8],
+    prev: &[u16],
+    lim: Limits,
+    at: At,
+    mut cur: usize,
+    match_start: &mut usize,
+) -> usize {
+    let At {
+        s,
+        lookahead,
+        mut best,
+    } = at;
+    let mut chain = lim.chain;
+    let nice = lim.nice.min(lookahead);
+    let limit = if s > MAX_DIST { s - MAX_DIST } else { NIL };
+    if best >= lim.good {
+        chain >>= 2;
+    }
+    let avail = lookahead.min(MAX_MATCH);
+    if best >= avail {
+        // No candidate can be longer (zlib walks on without effect).
+        return best.min(lookahead);
+    }
+    // Every candidate is below `s`, and no read goes past `s + avail`.
+    assert!(s + avail <= w.len() && prev.len() == W && best >= 1);
+    let wp = w.as_ptr();
+    // SAFETY: callers pass p + 2 <= s + avail <= w.len() (asserted above).
+    let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
+    // Two-byte compares at the start and at the end of the length to
+    // beat: a candidate failing either cannot be longer than `best`.
+    let start = ld16(s);
+    let mut end = ld16(s + best - 1);
+    let mut found = *match_start;
+    loop {
+        if ld16(cur + best - 1) == end && ld16(cur) == start {
+            let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
+            if len > best {
+                found = cur;
+                best = len;
+                if len >= nice || len >= avail {
+                    break;
+                }
+                end = ld16(s + best - 1);
+            }
+        }
+        // SAFETY: the index is masked to prev's length (W).
+        cur = unsafe { *prev.get_unchecked(cur & WMASK) } as usize;
+        if cur <= limit {
+            break;
+        }
+        chain -= 1;
+        if chain == 0 {
+            break;
+        }
+    }
+    *match_start = found;
+    best.min(lookahead)
+}
+
 impl ZlibModel {
     /// New model for one stream at `level` 1..=9.
     pub fn new(level: u8) -> Self {
@@ -245,69 +334,33 @@ impl ZlibModel {
 
     #[inline]
     fn insert(&mut self, p: usize) -> usize {
-        let h = hash(&self.window, p);
-        let head = self.head[h] as usize;
-        self.prev[p & WMASK] = head as u16;
-        self.head[h] = p as u16;
-        head
+        insert(&self.window, &mut self.head, &mut self.prev, p)
     }
 
     /// zlib's longest_match: the longest match strictly longer than
     /// `prev_length`, nearest first on ties, within chain and nice limits.
-    fn longest_match(&mut self, mut cur: usize) -> usize {
-        let mut chain = self.chain;
-        let mut best = self.prev_length;
-        let nice = self.nice.min(self.lookahead);
-        let limit = if self.strstart > MAX_DIST {
-            self.strstart - MAX_DIST
-        } else {
-            NIL
+    fn longest_match(&mut self, cur: usize) -> usize {
+        let at = At {
+            s: self.strstart,
+            lookahead: self.lookahead,
+            best: self.prev_length,
         };
-        if self.prev_length >= self.good {
-            chain >>= 2;
+        longest_match(
+            &self.window,
+            &self.prev,
+            self.limits(),
+            at,
+            cur,
+            &mut self.match_start,
+        )
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            good: self.good,
+            nice: self.nice,
+            chain: self.chain,
         }
-        let s = self.strstart;
-        let avail = self.lookahead.min(MAX_MATCH);
-        if best >= avail {
-            // No candidate can be longer (zlib walks on without effect).
-            return best.min(self.lookahead);
-        }
-        let w = &self.window[..];
-        let prev = &self.prev[..];
-        // Every candidate is below `s`, and no read goes past `s + avail`.
-        assert!(s + avail <= w.len() && prev.len() == W && best >= 1);
-        let wp = w.as_ptr();
-        // SAFETY: callers pass p + 2 <= s + avail <= w.len() (asserted above).
-        let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
-        // Two-byte compares at the start and at the end of the length to
-        // beat: a candidate failing either cannot be longer than `best`.
-        let start = ld16(s);
-        let mut end = ld16(s + best - 1);
-        let mut match_start = self.match_start;
-        loop {
-            if ld16(cur + best - 1) == end && ld16(cur) == start {
-                let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
-                if len > best {
-                    match_start = cur;
-                    best = len;
-                    if len >= nice || len >= avail {
-                        break;
-                    }
-                    end = ld16(s + best - 1);
-                }
-            }
-            // SAFETY: the index is masked to prev's length (W).
-            cur = unsafe { *prev.get_unchecked(cur & WMASK) } as usize;
-            if cur <= limit {
-                break;
-            }
-            chain -= 1;
-            if chain == 0 {
-                break;
-            }
-        }
-        self.match_start = match_start;
-        best.min(self.lookahead)
     }
 
     fn lit(&self, out: &mut Vec<Token>, p: usize) {
@@ -333,6 +386,10 @@ impl ZlibModel {
                 if self.lookahead == 0 {
                     return;
                 }
+            }
+            if self.lookahead >= MIN_LOOKAHEAD {
+                self.fast_steps(out);
+                continue;
             }
             let mut hash_head = NIL;
             if self.lookahead >= MIN_MATCH {
@@ -365,6 +422,50 @@ impl ZlibModel {
                 self.strstart += 1;
             }
         }
+    }
+
+    /// `run_fast`'s steps while the lookahead is full, with the state in
+    /// locals and the tables sliced to their lengths (the model's thread
+    /// bounds a piped zlib -1 rebuild: each step is what it costs).
+    fn fast_steps(&mut self, out: &mut Vec<Token>) {
+        let lim = self.limits();
+        let (lazy, best) = (self.lazy, self.prev_length);
+        let w = &self.window[..];
+        let head = &mut self.head[..HASH_MASK + 1];
+        let prev = &mut self.prev[..W];
+        let (mut s, mut look) = (self.strstart, self.lookahead);
+        let (mut ml, mut ms) = (self.match_length, self.match_start);
+        out.reserve(look);
+        while look >= MIN_LOOKAHEAD {
+            let hash_head = insert(w, head, prev, s);
+            if hash_head != NIL && s - hash_head <= MAX_DIST {
+                let at = At {
+                    s,
+                    lookahead: look,
+                    best,
+                };
+                ml = longest_match(w, prev, lim, at, hash_head, &mut ms);
+            }
+            if ml >= MIN_MATCH {
+                out.push(Token::matched(ml as u16, (s - ms) as u16));
+                look -= ml;
+                if ml <= lazy && look >= MIN_MATCH {
+                    for p in s + 1..s + ml {
+                        insert(w, head, prev, p);
+                    }
+                }
+                s += ml;
+                ml = 0;
+            } else {
+                out.push(Token::lit(w[s]));
+                look -= 1;
+                s += 1;
+            }
+        }
+        self.strstart = s;
+        self.lookahead = look;
+        self.match_length = ml;
+        self.match_start = ms;
     }
 
     fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
