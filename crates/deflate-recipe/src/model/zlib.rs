@@ -468,6 +468,72 @@ impl ZlibModel {
         self.match_start = ms;
     }
 
+    /// `run_slow`'s steps while the lookahead is full, on locals as
+    /// [`fast_steps`](Self::fast_steps).
+    fn slow_steps(&mut self, out: &mut Vec<Token>) {
+        let lim = self.limits();
+        let (lazy, base) = (self.lazy, self.base);
+        let w = &self.window[..];
+        let head = &mut self.head[..HASH_MASK + 1];
+        let prev = &mut self.prev[..W];
+        let mut rec = self.rec.as_deref_mut();
+        let (mut s, mut look) = (self.strstart, self.lookahead);
+        let (mut ml, mut ms) = (self.match_length, self.match_start);
+        let (mut pl, mut pm) = (self.prev_length, self.prev_match);
+        let mut avail = self.match_available;
+        out.reserve(look);
+        while look >= MIN_LOOKAHEAD {
+            if let Some(rec) = &mut rec {
+                if !avail && ml == MIN_MATCH - 1 {
+                    rec.note(base + s as u64, base, out.len());
+                }
+            }
+            let hash_head = insert(w, head, prev, s);
+            pl = ml;
+            pm = ms;
+            ml = MIN_MATCH - 1;
+            if hash_head != NIL && pl < lazy && s - hash_head <= MAX_DIST {
+                let at = At {
+                    s,
+                    lookahead: look,
+                    best: pl,
+                };
+                ml = longest_match(w, prev, lim, at, hash_head, &mut ms);
+                if ml == MIN_MATCH && s.wrapping_sub(ms) > TOO_FAR {
+                    ml = MIN_MATCH - 1;
+                }
+            }
+            if pl >= MIN_MATCH && ml <= pl {
+                let max_insert = s + look - MIN_MATCH;
+                out.push(Token::matched(pl as u16, (s - 1 - pm) as u16));
+                look -= pl - 1;
+                // The match's positions after the two already hashed.
+                for p in s + 1..=(s + pl - 2).min(max_insert) {
+                    insert(w, head, prev, p);
+                }
+                s += pl - 1;
+                pl = 0;
+                avail = false;
+                ml = MIN_MATCH - 1;
+            } else if avail {
+                out.push(Token::lit(w[s - 1]));
+                s += 1;
+                look -= 1;
+            } else {
+                avail = true;
+                s += 1;
+                look -= 1;
+            }
+        }
+        self.strstart = s;
+        self.lookahead = look;
+        self.match_length = ml;
+        self.match_start = ms;
+        self.prev_length = pl;
+        self.prev_match = pm;
+        self.match_available = avail;
+    }
+
     fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
         loop {
             if self.lookahead < MIN_LOOKAHEAD {
@@ -478,6 +544,10 @@ impl ZlibModel {
                 if self.lookahead == 0 {
                     break;
                 }
+            }
+            if self.lookahead >= MIN_LOOKAHEAD {
+                self.slow_steps(out);
+                continue;
             }
             if let Some(rec) = &mut self.rec {
                 if !self.match_available && self.match_length == MIN_MATCH - 1 {
