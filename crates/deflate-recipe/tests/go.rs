@@ -81,6 +81,47 @@ fn pgzip_levels_and_block_sizes() {
     }
 }
 
+/// Long incompressible stretches, as in layers of compressed files: the
+/// lazy levels (7-9) stop searching after a run of misses and then hash
+/// ever longer runs at a time, and the blocks there are stored. The model
+/// must come out of them in step with the encoder: no corrections at all.
+#[test]
+fn pgzip_lazy_levels_through_incompressible_stretches() {
+    let mut s = 0x2545f4914f6cdd1du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    };
+    let mut data = sample(100_000, 11);
+    data.extend(noise(400_000));
+    data.extend(sample(100_000, 12));
+    data.extend(noise(200_000));
+    data.extend(sample(50_000, 13));
+    for level in ["7", "8", "9"] {
+        let args = ["pgzip", level, "1048576"];
+        let Some(gz) = go_gzip(&args, &data) else {
+            return skip("go toolchain with klauspost/pgzip");
+        };
+        let r = roundtrip(&gz, &data);
+        let (_, toks) = r.stream_sizes();
+        eprintln!(
+            "{args:?}: {} {:.3}%, corrections {toks} B",
+            recipe_kind(&r),
+            pct(&r, &gz)
+        );
+        assert!(
+            toks <= 16,
+            "pgzip {args:?}: the model left corrections ({toks} B)"
+        );
+    }
+}
+
 #[test]
 fn go_stdlib_levels() {
     let data = sample(300_000, 4);
