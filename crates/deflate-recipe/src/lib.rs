@@ -29,8 +29,8 @@
 //! do not depend on the thread count (`model::split` and `model::pipe` say
 //! why this is exact). Pieces in flight add about `threads` MiB of
 //! plaintext and tokens to the memory above (peak RSS of analysing a 46 MB
-//! tar's gzip -6 / Go -6 / pgzip / gzip -1 stream on 2 threads: 27 / 40 /
-//! 20 / 12 MB, 6-18 MB on one; rebuilding: 19 / 27 / 25 / 9 MB, 5-6 MB on
+//! tar's gzip -6 / Go -6 / pgzip / gzip -1 stream on 2 threads: 27 / 42 /
+//! 14 / 8 MB, 6-18 MB on one; rebuilding: 19 / 27 / 22 / 7 MB, 5-6 MB on
 //! one).
 //!
 //! Recipe format: see the `recipe` module source; its version byte is
