@@ -358,9 +358,6 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                         let kind = match (flags >> BF_TYPE_SHIFT) & 3 {
                             0 => {
                                 let pad = meta.u8()?;
-                                if size > 0xffff {
-                                    return Err(RecipeError::recipe("stored block too long"));
-                                }
                                 write_stored(&mut bw, last, pad, toks.stored(size)?)?;
                                 if last {
                                     break;
