@@ -11,7 +11,6 @@ use super::Model;
 use crate::tokens::Token;
 
 const WINDOW: usize = 1 << 15;
-const WMASK: usize = WINDOW - 1;
 const MIN_MATCH: usize = 4;
 const MAX_MATCH: usize = 258;
 const HASH_BITS: u32 = 17;
@@ -54,6 +53,8 @@ pub struct GoStdModel {
     /// of the one before each position: Go keeps absolute offsets in u32
     /// and moves an offset instead of the entries at a slide; u16 entries
     /// moved at each slide give the same candidates in half the cache.
+    /// `prev` has an entry per window byte, not Go's 32 KiB ring, so that
+    /// a chain step needs no mask (see the zlib model's `prev`).
     head: Vec<u16>,
     prev: Vec<u16>,
     chain_head: isize,
@@ -88,7 +89,7 @@ impl GoStdModel {
             window_end: 0,
             index: 0,
             head: super::table(HASH_MASK + 1),
-            prev: super::table(WINDOW),
+            prev: super::table(2 * WINDOW),
             chain_head: -1,
             length: MIN_MATCH - 1,
             offset: 0,
@@ -135,7 +136,8 @@ impl GoStdModel {
             // Entries that fall out of the window become "none" (Go's
             // would give an index below 0 and end the chain the same way).
             super::slide_down(&mut self.head, WINDOW);
-            super::slide_down(&mut self.prev, WINDOW);
+            self.prev.copy_within(WINDOW..2 * WINDOW, 0);
+            super::slide_down(&mut self.prev[..WINDOW], WINDOW);
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(self.input.len() - self.input_pos);
@@ -166,7 +168,7 @@ impl GoStdModel {
         let mut found = None;
         // Reads reach at most pos + length + 1 <= pos + look (length < nice
         // <= look while searching), and candidates lie below pos.
-        assert!(look > length && pos + look <= win.len() && self.prev.len() == WINDOW);
+        assert!(look > length && pos + look <= win.len() && self.prev.len() == 2 * WINDOW);
         let wp = win.as_ptr();
         // SAFETY: p + 2 <= pos + look (above).
         let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
@@ -193,8 +195,8 @@ impl GoStdModel {
             if i == min_index {
                 break;
             }
-            // SAFETY: the index is masked to prev's length (WINDOW).
-            i = unsafe { *self.prev.get_unchecked(iu & WMASK) } as isize - 1;
+            // SAFETY: iu < pos < 2 WINDOW = prev's length.
+            i = unsafe { *self.prev.get_unchecked(iu) } as isize - 1;
             if i < min_index || i < 0 {
                 break;
             }
@@ -205,7 +207,7 @@ impl GoStdModel {
 
     fn insert(&mut self, at: usize) {
         let h = hash4(&self.window[at..at + 4]);
-        self.prev[at & WMASK] = self.head[h];
+        self.prev[at] = self.head[h];
         self.head[h] = (at + 1) as u16;
     }
 
@@ -238,7 +240,7 @@ impl GoStdModel {
             if self.index < max_insert {
                 let h = hash4(&self.window[self.index..self.index + 4]);
                 self.chain_head = self.head[h] as isize;
-                self.prev[self.index & WMASK] = self.chain_head as u16;
+                self.prev[self.index] = self.chain_head as u16;
                 self.head[h] = (self.index + 1) as u16;
             }
             let prev_length = self.length;

@@ -10,7 +10,6 @@ use crate::huffman::{dist_code, len_code, DIST_EXTRA, LEN_EXTRA};
 use crate::tokens::Token;
 
 const WINDOW: usize = 1 << 15;
-const WMASK: usize = WINDOW - 1;
 const MIN_MATCH: usize = 4;
 const MAX_MATCH: usize = 258;
 const HASH_BITS: u32 = 17;
@@ -46,7 +45,8 @@ pub struct KpLazyModel {
     /// Window index + 1 of the latest position per hash (0: none), and
     /// of the one before each position, moved at each slide (klauspost
     /// keeps u32 offsets and moves an offset: same candidates, twice the
-    /// cache).
+    /// cache). `prev` has an entry per window byte, not a 32 KiB ring,
+    /// so that a chain step needs no mask (see the zlib model's `prev`).
     head: Vec<u16>,
     prev: Vec<u16>,
     chain_head: isize,
@@ -80,7 +80,7 @@ impl KpLazyModel {
             window_end: 0,
             index: 0,
             head: super::table(1 << HASH_BITS),
-            prev: super::table(WINDOW),
+            prev: super::table(2 * WINDOW),
             chain_head: -1,
             length: MIN_MATCH - 1,
             offset: 0,
@@ -113,10 +113,10 @@ impl KpLazyModel {
         // and the head loads of successive positions overlap.
         let w = &self.window[..to + MIN_MATCH - 1];
         let head = &mut self.head[..1 << HASH_BITS];
-        let prev = &mut self.prev[..WINDOW];
+        let prev = &mut self.prev[..2 * WINDOW];
         for i in from..to {
             let h = hash4(&w[i..i + 4]);
-            prev[i & WMASK] = head[h];
+            prev[i] = head[h];
             head[h] = (i + 1) as u16;
         }
     }
@@ -139,7 +139,8 @@ impl KpLazyModel {
             // Entries that fall out of the window become "none" (klauspost's
             // would give an index below 0 and end the chain the same way).
             super::slide_down(&mut self.head, WINDOW);
-            super::slide_down(&mut self.prev, WINDOW);
+            self.prev.copy_within(WINDOW..2 * WINDOW, 0);
+            super::slide_down(&mut self.prev[..WINDOW], WINDOW);
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(input.len());
@@ -192,7 +193,7 @@ impl KpLazyModel {
             if i <= min_index {
                 break;
             }
-            i = self.prev[iu & WMASK] as isize - 1;
+            i = self.prev[iu] as isize - 1;
             if i < min_index {
                 break;
             }
@@ -236,7 +237,7 @@ impl KpLazyModel {
             if self.index < max_insert {
                 let h = hash4(&self.window[self.index..]);
                 self.chain_head = self.head[h] as isize;
-                self.prev[self.index & WMASK] = self.head[h];
+                self.prev[self.index] = self.head[h];
                 self.head[h] = (self.index + 1) as u16;
             }
             let mut prev_length = self.length;
@@ -304,7 +305,7 @@ impl KpLazyModel {
                         if from < stop {
                             self.insert_run(from, stop);
                             // The head the last hashed position found.
-                            self.chain_head = self.prev[(stop - 1) & WMASK] as isize;
+                            self.chain_head = self.prev[stop - 1] as isize;
                         }
                         self.index = from + k;
                         out.push(Token::lit(self.window[self.index - 1]));
