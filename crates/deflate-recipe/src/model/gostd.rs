@@ -178,9 +178,19 @@ impl GoStdModel {
         let start = ld32(pos);
         let mut end = ld16(pos + length - 1);
         let min_index = pos as isize - WINDOW as isize;
-        let mut i = prev_head;
+        // The loop runs on the stored link (index + 1, 0: none) so that no
+        // subtraction sits between one link's load and the next: the -1
+        // goes into the addressing. Go stops after the candidate at
+        // min_index (`last`), or at a link below the window (`low`).
+        let last = if min_index >= 0 {
+            min_index as usize + 1
+        } else {
+            0
+        };
+        let low = (min_index + 1).max(1) as usize;
+        let mut j = prev_head as usize + 1;
         while tries > 0 {
-            let iu = i as usize;
+            let iu = j - 1;
             if ld16(iu + length - 1) == end && ld32(iu) == start {
                 let n = 4 + super::zlib::common_prefix(&win[iu + 4..], &win[pos + 4..pos + look]);
                 if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
@@ -192,12 +202,12 @@ impl GoStdModel {
                     end = ld16(pos + n - 1);
                 }
             }
-            if i == min_index {
+            if j == last {
                 break;
             }
             // SAFETY: iu < pos < 2 WINDOW = prev's length.
-            i = unsafe { *self.prev.get_unchecked(iu) } as isize - 1;
-            if i < min_index || i < 0 {
+            j = unsafe { *self.prev.get_unchecked(iu) } as usize;
+            if j < low {
                 break;
             }
             tries -= 1;
