@@ -181,12 +181,8 @@ impl GoStdModel {
         // The loop runs on the stored link (index + 1, 0: none) so that no
         // subtraction sits between one link's load and the next: the -1
         // goes into the addressing. Go stops after the candidate at
-        // min_index (`last`), or at a link below the window (`low`).
-        let last = if min_index >= 0 {
-            min_index as usize + 1
-        } else {
-            0
-        };
+        // min_index, or at a link below the window: as a link always leads
+        // to an older position, the first is the second one step later.
         let low = (min_index + 1).max(1) as usize;
         let mut j = prev_head as usize + 1;
         while tries > 0 {
@@ -201,9 +197,6 @@ impl GoStdModel {
                     }
                     end = ld16(pos + n - 1);
                 }
-            }
-            if j == last {
-                break;
             }
             // SAFETY: iu < pos < 2 WINDOW = prev's length.
             j = unsafe { *self.prev.get_unchecked(iu) } as usize;
