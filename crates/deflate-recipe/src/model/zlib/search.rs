@@ -1,0 +1,118 @@
+//! zlib's match search: the hash of three bytes, the chains and
+//! longest_match, as free functions over the model's window and tables so
+//! that the step loops can hold them in locals.
+
+use super::{HASH_MASK, MAX_DIST, MAX_MATCH, NIL, W};
+
+#[inline]
+fn hash(w: &[u8], p: usize) -> usize {
+    (((w[p] as usize) << 10) ^ ((w[p + 1] as usize) << 5) ^ w[p + 2] as usize) & HASH_MASK
+}
+
+/// Length of the common prefix of `a` and `b` (at most `b.len()`).
+#[inline]
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let max = b.len().min(a.len());
+    let mut n = 0;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(a[n..n + 8].try_into().unwrap())
+            ^ u64::from_le_bytes(b[n..n + 8].try_into().unwrap());
+        if x != 0 {
+            return n + (x.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    while n < max && a[n] == b[n] {
+        n += 1;
+    }
+    n
+}
+
+/// Hash position `p` into the chains; returns the chain's previous head.
+#[inline(always)]
+pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
+    let h = hash(w, p);
+    let old = head[h] as usize;
+    prev[p] = old as u16;
+    head[h] = p as u16;
+    old
+}
+
+/// A level's search limits (zlib's `configuration_table`).
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    pub good: usize,
+    pub nice: usize,
+    pub chain: usize,
+}
+
+/// Where a search starts: the position, its lookahead, the length to beat.
+pub(super) struct At {
+    pub s: usize,
+    pub lookahead: usize,
+    pub best: usize,
+}
+
+/// zlib's longest_match from candidate `cur`: the longest match strictly
+/// longer than `at.best`, nearest first on ties, within the chain and
+/// nice limits; `match_start` is moved to it.
+#[inline]
+pub(super) fn longest_match(
+    w: &[u8],
+    prev: &[u16],
+    lim: Limits,
+    at: At,
+    mut cur: usize,
+    match_start: &mut usize,
+) -> usize {
+    let At {
+        s,
+        lookahead,
+        mut best,
+    } = at;
+    let mut chain = lim.chain;
+    let nice = lim.nice.min(lookahead);
+    let limit = if s > MAX_DIST { s - MAX_DIST } else { NIL };
+    if best >= lim.good {
+        chain >>= 2;
+    }
+    let avail = lookahead.min(MAX_MATCH);
+    if best >= avail {
+        // No candidate can be longer (zlib walks on without effect).
+        return best.min(lookahead);
+    }
+    // Every candidate is below `s`, and no read goes past `s + avail`.
+    assert!(s + avail <= w.len() && prev.len() == 2 * W && best >= 1);
+    let wp = w.as_ptr();
+    // SAFETY: callers pass p + 2 <= s + avail <= w.len() (asserted above).
+    let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
+    // Two-byte compares at the start and at the end of the length to
+    // beat: a candidate failing either cannot be longer than `best`.
+    let start = ld16(s);
+    let mut end = ld16(s + best - 1);
+    let mut found = *match_start;
+    loop {
+        if ld16(cur + best - 1) == end && ld16(cur) == start {
+            let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
+            if len > best {
+                found = cur;
+                best = len;
+                if len >= nice || len >= avail {
+                    break;
+                }
+                end = ld16(s + best - 1);
+            }
+        }
+        // SAFETY: cur < s < 2 W = prev's length.
+        cur = unsafe { *prev.get_unchecked(cur) } as usize;
+        if cur <= limit {
+            break;
+        }
+        chain -= 1;
+        if chain == 0 {
+            break;
+        }
+    }
+    *match_start = found;
+    best.min(lookahead)
+}
