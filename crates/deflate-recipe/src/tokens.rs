@@ -39,25 +39,17 @@ impl Token {
     /// Plaintext bytes covered.
     #[inline]
     pub fn span(self) -> usize {
-        if self.is_lit() {
-            1
-        } else {
-            let l = self.raw_len();
-            if l == IRREGULAR_258 {
-                258
-            } else {
-                l as usize
-            }
-        }
+        self.span_u32() as usize
     }
 
-    /// [`span`](Self::span) without branches, so that sums over slices
-    /// vectorise.
+    /// [`span`](Self::span) as a u32 and without branches, so that sums
+    /// over slices vectorise.
     #[inline]
     fn span_u32(self) -> u32 {
         let l = self.0 >> 16;
+        // IRREGULAR_258 (259) covers 258 bytes.
         let l = l - (l == IRREGULAR_258 as u32) as u32;
-        if self.0 & 0xffff == 0 {
+        if self.is_lit() {
             1
         } else {
             l
