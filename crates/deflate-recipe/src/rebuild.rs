@@ -196,6 +196,13 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
 
     /// A stored block of `n` bytes: predictions skipped, its bytes returned.
     fn stored(&mut self, n: u64) -> Result<&[u8]> {
+        // Checked before any plaintext is read for it: a bad recipe must
+        // not make the rebuild buffer a whole member first.
+        if n > 0xffff {
+            return Err(RecipeError::recipe(format!(
+                "stored block of {n} bytes (at most 65535 fit one)"
+            )));
+        }
         if self.pa + n > self.plain.end {
             return Err(RecipeError::mismatch(
                 "stored block runs past the plaintext",

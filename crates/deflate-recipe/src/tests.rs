@@ -519,3 +519,60 @@ fn with_threads_is_scoped() {
     let _ = std::panic::catch_unwind(|| crate::with_threads(5, || panic!("inside")));
     assert_eq!(crate::threads(), outside);
 }
+
+/// A recipe claiming a stored block longer than deflate allows fails with
+/// its length before the rebuild reads that much plaintext.
+#[test]
+fn oversized_stored_block_fails_before_reading() {
+    let plain: Vec<u8> = (0..1_000_000u64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    std::io::Write::write_all(&mut enc, &plain).unwrap();
+    let gz = enc.finish().unwrap();
+    let mut recipe = roundtrip(&gz, &plain);
+    // The first block record: member tag, header, flags, size (bytes).
+    let mut meta = Vec::new();
+    crate::recipe::unpack(&recipe.meta)
+        .unwrap()
+        .read_to_end(&mut meta)
+        .unwrap();
+    // A LEB128 varint at the start of `b`: (value, bytes).
+    let leb = |b: &[u8]| {
+        let n = b.iter().position(|&x| x < 0x80).unwrap() + 1;
+        let v = b[..n]
+            .iter()
+            .rev()
+            .fold(0u64, |v, &x| v << 7 | (x & 0x7f) as u64);
+        (v, n)
+    };
+    assert_eq!(meta[0], crate::recipe::TAG_MEMBER);
+    let (header, hl) = leb(&meta[1..]);
+    let at = 1 + hl + header as usize;
+    assert_eq!(
+        (meta[at] >> crate::recipe::BF_TYPE_SHIFT) & 3,
+        0,
+        "a stored block"
+    );
+    let (len, sl) = leb(&meta[at + 1..]);
+    assert!((60_000..=0xffff).contains(&len), "{len}");
+    let mut size = Vec::new();
+    crate::varint::put(&mut size, 70_000);
+    meta.splice(at + 1..at + 1 + sl, size);
+    recipe.meta = crate::recipe::pack(&meta).unwrap();
+
+    struct Counting<'a>(&'a [u8], usize);
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 += n;
+            Ok(n)
+        }
+    }
+    let mut src = Counting(&plain, 0);
+    let err = rebuild_gzip(&mut src, &recipe, std::io::sink()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("stored block of 70000 bytes"), "{msg}");
+    assert!(msg.contains("gzip member 1 of 1, block 1"), "{msg}");
+    assert!(src.1 < 70_000, "read {} bytes of plaintext first", src.1);
+}

@@ -66,17 +66,16 @@ pub fn write_block<W: Write>(
     }
 }
 
-/// Write a stored block straight from its bytes (at most 65535), with
-/// `pad` as the bits that align its length field.
+/// Write a stored block straight from its bytes (at most 65535: callers
+/// check the recipe's length before reading them), with `pad` as the bits
+/// that align its length field.
 pub fn write_stored<W: Write>(
     bw: &mut BitWriter<W>,
     last: bool,
     pad: u8,
     bytes: &[u8],
 ) -> Result<()> {
-    if bytes.len() > 0xffff {
-        return Err(RecipeError::recipe("stored block too long"));
-    }
+    debug_assert!(bytes.len() <= 0xffff);
     bw.put(last as u32, 1);
     write_stored_body(bw, pad, bytes)
 }
