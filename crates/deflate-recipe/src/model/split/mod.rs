@@ -33,8 +33,8 @@
 //! [`OFF`] bytes past a multiple of 32 KiB and look for meetings well
 //! before the next slide.
 //!
-//! Predictions come out up to `2 × threads` pieces (256 KiB for zlib and
-//! pigz, 384 KiB for Go) late; callers already take them as they come.
+//! Predictions come out up to `2 × threads` pieces (256 KiB each) late;
+//! callers already take them as they come.
 
 use std::collections::VecDeque;
 #[cfg(test)]
@@ -115,17 +115,6 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     /// Input bytes per independently compressed block (pigz, pgzip), or 0 when
     /// pieces start cold and must meet the true run.
     fn block(p: Self::Params) -> usize;
-    /// Plaintext per piece (a multiple of 32 KiB) for models that start
-    /// cold: longer pieces cost less to start, shorter ones less memory.
-    fn piece(_: Self::Params) -> u64 {
-        SEG
-    }
-    /// Plaintext past its end a piece runs through on its own thread.
-    /// Pieces mostly meet within a few bytes; the rest of the meeting
-    /// stretch `[end, end + SYNC)` is searched on the calling thread.
-    fn overrun(_: Self::Params) -> u64 {
-        2 << 10
-    }
     /// The model at stream offset `at` (a block start when `block` > 0),
     /// the plaintext before it ending with `prefix`.
     fn cold(p: Self::Params, at: u64, prefix: &[u8]) -> Self;
@@ -133,11 +122,14 @@ pub(super) trait Split: Model + Send + Sized + 'static {
     fn recorder(&mut self) -> &mut Option<Box<Recorder>>;
 }
 
-/// Plaintext per piece, unless the model says otherwise ([`Split::piece`]).
-/// Two pieces per thread run at once (see `predict`): with 256 KiB pieces
+/// Plaintext per piece. Two pieces per thread run at once (see `predict`): with 256 KiB pieces
 /// that holds as much plaintext and tokens as one 512 KiB piece per
 /// thread did, and rebuilt gzip -6 as fast as 512 KiB pieces two deep.
 const SEG: u64 = 1 << 18;
+/// Plaintext past its end a cold-started piece runs through on its own
+/// thread. Pieces mostly meet within a few bytes; the rest of the meeting
+/// stretch `[end, end + SYNC)` is searched on the calling thread.
+const OVERRUN: u64 = 2 << 10;
 /// Pieces in flight per thread: two, so that one slow piece leaves no
 /// core idle (see `Par::predict`).
 const DEPTH: usize = 2;
@@ -223,25 +215,15 @@ impl<M: Split> Kind<M> {
         M::block(self.params)
     }
 
-    /// Plaintext per piece.
-    fn seg(&self) -> u64 {
-        if self.by_blocks() {
-            SEG
-        } else {
-            M::piece(self.params)
-        }
-    }
-
     /// The piece boundary after `x`.
     fn next_boundary(&self, x: u64) -> u64 {
-        let seg = self.seg();
         if self.by_blocks() {
             let block = self.block() as u64;
-            let stride = (seg / block).max(1) * block;
+            let stride = (SEG / block).max(1) * block;
             (x / stride + 1) * stride
         } else {
-            let j = x.saturating_sub(OFF) / seg + 1;
-            j * seg + OFF
+            let j = x.saturating_sub(OFF) / SEG + 1;
+            j * SEG + OFF
         }
     }
 
@@ -250,7 +232,7 @@ impl<M: Split> Kind<M> {
         if self.by_blocks() {
             0
         } else {
-            M::overrun(self.params)
+            OVERRUN
         }
     }
 

@@ -4,11 +4,11 @@ use super::*;
 use crate::model::ModelSpec;
 
 /// ~3.3 MB: word salad (many short matches), noise, and zero runs
-/// starting 5 KB before piece boundaries (1 KiB past 2 MiB, for 256 KiB
-/// pieces; 1 KiB past 3 MiB, for 256 KiB and 384 KiB pieces alike; and
-/// 1152 KiB, for 384 KiB pieces): long ones, where the cold piece and the
-/// true run step through the zeros 258 bytes at a time out of phase
-/// and never meet, and a shorter one where they meet only past it.
+/// starting 5 KB before piece boundaries (1 KiB past 2 MiB and 3 MiB; the
+/// one at 1152 KiB sat on a boundary when Go's pieces were 384 KiB, and
+/// is now inside a piece): long ones, where the cold piece and the true
+/// run step through the zeros 258 bytes at a time out of phase and never
+/// meet, and a shorter one where they meet only past it.
 pub(in crate::model) fn input() -> Vec<u8> {
     const RUNS: [(u64, usize); 3] = [
         ((1152 << 10) + OFF, 60_000),
