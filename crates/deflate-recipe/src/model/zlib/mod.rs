@@ -11,7 +11,7 @@
 mod search;
 
 pub(crate) use search::common_prefix;
-use search::{insert, longest_match, At, Limits};
+use search::{insert, insert_at, longest_match, At, Limits};
 
 use super::split::{Recorder, Split, W};
 use super::Model;
@@ -335,8 +335,12 @@ impl ZlibModel {
         let (mut s, mut look) = (self.strstart, self.lookahead);
         let (mut ml, mut ms) = (self.match_length, self.match_start);
         out.reserve(look);
+        assert!(w.len() == 2 * W && s + look <= w.len());
         while look >= MIN_LOOKAHEAD {
-            let hash_head = insert(w, head, prev, s);
+            // SAFETY (here and below): positions hashed are below s + look
+            // - 3 <= 2 W - 3 (look only falls as s grows by as much), and
+            // head was sliced to HASH_MASK + 1, prev to 2 W.
+            let hash_head = unsafe { insert_at(w, head, prev, s) };
             if hash_head != NIL && s - hash_head <= MAX_DIST {
                 let at = At {
                     s,
@@ -350,7 +354,8 @@ impl ZlibModel {
                 look -= ml;
                 if ml <= lazy && look >= MIN_MATCH {
                     for p in s + 1..s + ml {
-                        insert(w, head, prev, p);
+                        // SAFETY: p < s + ml <= s + old look - 3 (above).
+                        unsafe { insert_at(w, head, prev, p) };
                     }
                 }
                 s += ml;
@@ -381,13 +386,16 @@ impl ZlibModel {
         let (mut pl, mut pm) = (self.prev_length, self.prev_match);
         let mut avail = self.match_available;
         out.reserve(look);
+        assert!(w.len() == 2 * W && s + look <= w.len());
         while look >= MIN_LOOKAHEAD {
             if let Some(rec) = &mut rec {
                 if !avail && ml == MIN_MATCH - 1 {
                     rec.note(base + s as u64, base, out.len());
                 }
             }
-            let hash_head = insert(w, head, prev, s);
+            // SAFETY (here and below): s + look <= 2 W as in `fast_steps`;
+            // the match's positions end at s + pl - 2 <= s + 256 < s + look - 4.
+            let hash_head = unsafe { insert_at(w, head, prev, s) };
             pl = ml;
             pm = ms;
             ml = MIN_MATCH - 1;
@@ -408,7 +416,7 @@ impl ZlibModel {
                 look -= pl - 1;
                 // The match's positions after the two already hashed.
                 for p in s + 1..=(s + pl - 2).min(max_insert) {
-                    insert(w, head, prev, p);
+                    unsafe { insert_at(w, head, prev, p) };
                 }
                 s += pl - 1;
                 pl = 0;

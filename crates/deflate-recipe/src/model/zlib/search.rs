@@ -38,6 +38,23 @@ pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> 
     old
 }
 
+/// [`insert`] for the step loops, where the lookahead is full: the hash
+/// from one four-byte load, no bounds checks.
+///
+/// # Safety
+/// `p + 4 <= w.len()`, `p < prev.len()` and `head.len() == HASH_MASK + 1`.
+#[inline(always)]
+pub(super) unsafe fn insert_at(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
+    debug_assert!(p + 4 <= w.len() && p < prev.len() && head.len() == HASH_MASK + 1);
+    let v = u32::from_le((w.as_ptr().add(p) as *const u32).read_unaligned());
+    // (b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK, as `hash`.
+    let h = (((v & 0x1f) << 10) ^ ((v >> 3) & 0x1fe0) ^ ((v >> 16) & 0xff)) as usize;
+    let old = *head.get_unchecked(h) as usize;
+    *prev.get_unchecked_mut(p) = old as u16;
+    *head.get_unchecked_mut(h) = p as u16;
+    old
+}
+
 /// A level's search limits (zlib's `configuration_table`).
 #[derive(Clone, Copy)]
 pub(super) struct Limits {
