@@ -2,7 +2,7 @@
 //! write from the block's token frequencies. A block whose header matches a
 //! builder stores only the builder id.
 
-use crate::huffman::{dist_code, CL_ORDER};
+use crate::huffman::{dist_code, dist_code_of, CL_ORDER, MATCH_SYMBOL};
 use crate::tokens::{len_symbol, DynHeader, Token};
 
 /// Symbol frequencies of one block.
@@ -33,13 +33,36 @@ impl Freqs {
     /// Count tokens.
     #[inline]
     pub fn add(&mut self, tokens: &[Token]) {
-        for &t in tokens {
-            if t.is_lit() {
-                self.lit[t.raw_len() as usize] += 1;
-            } else {
-                self.lit[257 + len_symbol(t.raw_len()).0] += 1;
-                self.dist[dist_code(t.dist())] += 1;
+        if tokens.len() < 64 {
+            for &t in tokens {
+                if t.is_lit() {
+                    self.lit[t.raw_len() as usize] += 1;
+                } else {
+                    self.lit[257 + len_symbol(t.raw_len()).0] += 1;
+                    self.dist[dist_code(t.dist())] += 1;
+                }
             }
+            return;
+        }
+        // Whole blocks: counted without a branch on literal or match
+        // (which alternate unpredictably), into counters with a slot for
+        // what is not counted: 286 for lengths without a symbol, 30 for
+        // the distance of a literal.
+        let mut lit = [0u32; 287];
+        let mut dist = [0u32; 31];
+        for &t in tokens {
+            let raw = t.raw_len() as usize;
+            let is_lit = t.is_lit();
+            let m = MATCH_SYMBOL[raw.min(259)] as usize;
+            lit[if is_lit { raw & 0xff } else { m }] += 1;
+            let dc = dist_code_of((t.dist() as u32).wrapping_sub(1) & 0x7fff);
+            dist[if is_lit { 30 } else { dc }] += 1;
+        }
+        for (a, b) in self.lit.iter_mut().zip(&lit) {
+            *a += b;
+        }
+        for (a, b) in self.dist.iter_mut().zip(&dist) {
+            *a += b;
         }
     }
 }

@@ -35,15 +35,32 @@ pub fn len_code(len: u16) -> usize {
 /// Distance code (0..=29) for a distance 1..=32768.
 #[inline]
 pub fn dist_code(dist: u16) -> usize {
-    let d = dist as u32 - 1;
-    if d < 4 {
-        d as usize
-    } else {
-        // Two codes per power of two: the top bit position and the bit below it.
-        let hb = 31 - d.leading_zeros();
-        (2 * hb + ((d >> (hb - 1)) & 1)) as usize
-    }
+    dist_code_of((dist as u32).wrapping_sub(1) & 0x7fff)
 }
+
+/// Distance code of `d` = distance - 1 (< 32768), without branches (token
+/// loops call it for every match, and matches and literals alternate
+/// unpredictably): two codes per power of two, the top bit position and
+/// the bit below it; `d` < 4 comes out as itself.
+#[inline]
+pub fn dist_code_of(d: u32) -> usize {
+    let hb = 31 - (d | 1).leading_zeros();
+    (2 * hb + ((d >> hb.saturating_sub(1)) & 1)) as usize
+}
+
+/// Literal/length symbol for a match's raw length (3..=258, or 259 for
+/// the irregular 258 written as 284); lengths below 3 give 286, no
+/// symbol (such tokens have no code and are refused when written).
+pub static MATCH_SYMBOL: [u16; 260] = {
+    let mut t = [286u16; 260];
+    let mut len = 3;
+    while len < 259 {
+        t[len] = 257 + LEN_CODE_TABLE[len - 3] as u16;
+        len += 1;
+    }
+    t[259] = 284;
+    t
+};
 
 static LEN_CODE_TABLE: [u8; 256] = {
     let mut t = [0u8; 256];

@@ -73,6 +73,8 @@ pub struct ZlibModel {
     dict: bool,
     block_pos: usize,
     tail: Vec<u8>,
+    /// Whether plain zlib keeps `tail` (not once piped or split).
+    keep_tail: bool,
     /// Dictionary positions still to hash once input arrives (zlib's `insert`).
     insert: usize,
     /// Stream offset of window index 0 (grows by W at every slide).
@@ -109,6 +111,7 @@ impl ZlibModel {
             dict: false,
             block_pos: 0,
             tail: Vec::new(),
+            keep_tail: true,
             insert: 0,
             base: 0,
             fed: 0,
@@ -193,6 +196,18 @@ impl ZlibModel {
 
     /// Slide and copy input into the window, as zlib's fill_window.
     fn fill_window(&mut self) {
+        let input = std::mem::take(&mut self.input);
+        self.input_pos += self.fill_from(&input[self.input_pos..]);
+        self.input = input;
+        if self.input_pos > 1 << 16 {
+            self.input.drain(..self.input_pos);
+            self.input_pos = 0;
+        }
+    }
+
+    /// `fill_window` from `src`: the bytes of it taken.
+    fn fill_from(&mut self, src: &[u8]) -> usize {
+        let mut used = 0;
         loop {
             let mut more = 2 * W - self.lookahead - self.strstart;
             if self.strstart >= W + MAX_DIST {
@@ -206,15 +221,14 @@ impl ZlibModel {
                 super::slide_down(&mut self.prev[..W], W);
                 more += W;
             }
-            let avail = self.input.len() - self.input_pos;
+            let avail = src.len() - used;
             if avail == 0 {
                 break;
             }
             let n = more.min(avail);
             let at = self.strstart + self.lookahead;
-            self.window[at..at + n]
-                .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
-            self.input_pos += n;
+            self.window[at..at + n].copy_from_slice(&src[used..used + n]);
+            used += n;
             self.lookahead += n;
             while self.insert > 0 && self.lookahead + self.insert >= MIN_MATCH {
                 let p = self.strstart - self.insert;
@@ -225,10 +239,7 @@ impl ZlibModel {
                 break;
             }
         }
-        if self.input_pos > 1 << 16 {
-            self.input.drain(..self.input_pos);
-            self.input_pos = 0;
-        }
+        used
     }
 
     #[inline]
@@ -537,12 +548,26 @@ impl Model for ZlibModel {
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         self.fed += chunk.len() as u64;
-        self.input.extend_from_slice(chunk);
         self.block_pos += chunk.len();
-        // Plain zlib keeps the tail too, for `fork_pigz`.
-        if self.dict || self.block == 0 {
+        // Plain zlib keeps the tail too, for `fork_pigz` and `Split::tail`,
+        // until it runs piped or as a piece, where neither can come.
+        if self.dict || self.block == 0 && self.keep_tail {
             super::klauspost::keep_tail(&mut self.tail, chunk, W);
         }
+        if self.block == 0 && self.input_pos == self.input.len() {
+            // Straight from the chunk into the window, as zlib reads its
+            // input: the search runs whenever the window is full, and the
+            // chunk is used up before `predict` returns.
+            let mut used = 0;
+            loop {
+                used += self.fill_from(&chunk[used..]);
+                self.run(out, false);
+                if used == chunk.len() {
+                    return;
+                }
+            }
+        }
+        self.input.extend_from_slice(chunk);
         if self.block == 0 {
             self.run(out, false);
             return;
@@ -569,6 +594,7 @@ impl Model for ZlibModel {
         // on earlier tokens, so a cold piece could not rebuild them. One
         // serial search, on a thread of its own.
         if self.level <= 3 && self.block == 0 {
+            self.keep_tail = false;
             return super::pipe::piped(self, ZlibModel::new(self.level));
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
@@ -608,11 +634,13 @@ impl Split for ZlibModel {
     }
 
     fn cold((level, block, dict): Self::Params, at: u64, prefix: &[u8]) -> Self {
-        if block > 0 {
+        let mut m = if block > 0 {
             ZlibModel::pigz_at_block(level, block, dict, at, prefix)
         } else {
             ZlibModel::cold_at(level, at, prefix)
-        }
+        };
+        m.keep_tail = false;
+        m
     }
 
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
