@@ -61,14 +61,14 @@ pub struct GoStdModel {
     length: usize,
     offset: usize,
     byte_available: bool,
-    input: Vec<u8>,
-    input_pos: usize,
     /// Stream offset of window index 0 (grows by 32 KiB at every slide).
     base: u64,
     /// Plaintext bytes given to `predict` so far.
     fed: u64,
-    /// The last 32 KiB of plaintext seen (for `split`).
+    /// The last 32 KiB of plaintext seen (for `split`), while `keep_tail`
+    /// (not in a piece or piped, where it cannot be asked for).
     tail: Vec<u8>,
+    keep_tail: bool,
     /// Positions before `index` still to hash once 4 bytes are there.
     pending: usize,
     /// Clean loop tops to note down (for `split`).
@@ -94,11 +94,10 @@ impl GoStdModel {
             length: MIN_MATCH - 1,
             offset: 0,
             byte_available: false,
-            input: Vec::new(),
-            input_pos: 0,
             base: 0,
             fed: 0,
             tail: Vec::new(),
+            keep_tail: true,
             pending: 0,
             rec: None,
         }
@@ -126,8 +125,9 @@ impl GoStdModel {
         m
     }
 
-    /// Go's fillDeflate: slide when the index nears the end, then copy input.
-    fn fill(&mut self) {
+    /// Go's fillDeflate: slide when the index nears the end, then copy
+    /// from `src`; the bytes of it taken.
+    fn fill_from(&mut self, src: &[u8]) -> usize {
         if self.index >= 2 * WINDOW - (MIN_MATCH + MAX_MATCH) {
             self.window.copy_within(WINDOW..2 * WINDOW, 0);
             self.index -= WINDOW;
@@ -140,19 +140,14 @@ impl GoStdModel {
             super::slide_down(&mut self.prev[..WINDOW], WINDOW);
             self.chain_head -= WINDOW as isize;
         }
-        let n = (2 * WINDOW - self.window_end).min(self.input.len() - self.input_pos);
-        self.window[self.window_end..self.window_end + n]
-            .copy_from_slice(&self.input[self.input_pos..self.input_pos + n]);
+        let n = (2 * WINDOW - self.window_end).min(src.len());
+        self.window[self.window_end..self.window_end + n].copy_from_slice(&src[..n]);
         self.window_end += n;
-        self.input_pos += n;
         while self.pending > 0 && self.index - self.pending + MIN_MATCH <= self.window_end {
             self.insert(self.index - self.pending);
             self.pending -= 1;
         }
-        if self.input_pos > 1 << 16 {
-            self.input.drain(..self.input_pos);
-            self.input_pos = 0;
-        }
+        n
     }
 
     /// Go's findMatch. Candidates are rejected first on the four bytes at
@@ -314,12 +309,16 @@ impl GoStdModel {
     /// `2 WINDOW - 262` however full it was before. Searching as soon as
     /// bytes are there (not once the window is full) lets a split piece
     /// stop a few KiB past its end instead of at the end of its window.
-    fn run(&mut self, out: &mut Vec<Token>, finish: bool) {
+    /// `src` goes straight into the window (and all of it before this
+    /// returns), as Go copies what is written.
+    fn run(&mut self, src: &[u8], out: &mut Vec<Token>, finish: bool) {
+        let mut used = 0;
         loop {
-            self.fill();
+            used += self.fill_from(&src[used..]);
             let full = self.window_end == 2 * WINDOW;
             self.deflate(out, !full && finish);
             if !full {
+                debug_assert_eq!(used, src.len());
                 return;
             }
         }
@@ -333,13 +332,14 @@ impl Model for GoStdModel {
 
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>) {
         self.fed += chunk.len() as u64;
-        super::klauspost::keep_tail(&mut self.tail, chunk, WINDOW);
-        self.input.extend_from_slice(chunk);
-        self.run(out, false);
+        if self.keep_tail {
+            super::klauspost::keep_tail(&mut self.tail, chunk, WINDOW);
+        }
+        self.run(chunk, out, false);
     }
 
     fn finish(&mut self, out: &mut Vec<Token>) {
-        self.run(out, true);
+        self.run(&[], out, true);
     }
 
     fn parallel(&mut self, threads: usize) -> Option<Box<dyn Model>> {
@@ -350,6 +350,7 @@ impl Model for GoStdModel {
         // earlier tokens, so a cold piece could not rebuild them. One
         // serial search, on a thread of its own.
         if self.skip != SKIP_NEVER {
+            self.keep_tail = false;
             return super::pipe::piped(self, GoStdModel::new(self.level));
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
@@ -376,7 +377,9 @@ impl Split for GoStdModel {
     }
 
     fn cold(level: u8, at: u64, prefix: &[u8]) -> Self {
-        GoStdModel::cold_at(level, at, prefix)
+        let mut m = GoStdModel::cold_at(level, at, prefix);
+        m.keep_tail = false;
+        m
     }
 
     fn recorder(&mut self) -> &mut Option<Box<Recorder>> {
