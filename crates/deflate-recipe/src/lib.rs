@@ -17,7 +17,7 @@
 //! in memory (compressed as it grows).
 //!
 //! Threads: the zlib (levels 4–9), pigz, pgzip (klauspost levels 1–6 in
-//! blocks) and Go compress/flate (4–9) models run in pieces (256 or 384 KiB,
+//! blocks) and Go compress/flate (4–9) models run in pieces (256 KiB,
 //! two per thread in flight) on up to [`set_threads`] threads (default:
 //! every core, at most 8); the models that cannot be split (zlib and Go
 //! 1–3, klauspost's plain flate writer and its levels 7–9) run on a thread

@@ -16,7 +16,10 @@ use crate::writer::{write_block, write_stored};
 /// Plaintext of one member, read ahead as the model needs it.
 struct Plain<'a, R: Read> {
     r: &'a mut R,
+    /// Plaintext from `base` in `buf[..filled]`; the rest of `buf` is room
+    /// already zeroed once, read into without zeroing it again.
     buf: Vec<u8>,
+    filled: usize,
     /// Absolute member offset of `buf[0]`.
     base: u64,
     /// Member plaintext length.
@@ -27,20 +30,22 @@ struct Plain<'a, R: Read> {
 impl<R: Read> Plain<'_, R> {
     /// Make `buf` hold bytes up to absolute offset `upto` (≤ end).
     fn ensure(&mut self, upto: u64) -> Result<()> {
-        while self.base + (self.buf.len() as u64) < upto {
-            let want = (upto - self.base - self.buf.len() as u64).max(1 << 16);
-            let want = want.min(self.end - self.base - self.buf.len() as u64) as usize;
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
+        while self.base + (self.filled as u64) < upto {
+            let have = self.base + self.filled as u64;
+            let want = (upto - have).max(1 << 16).min(self.end - have) as usize;
+            let old = self.filled;
+            if self.buf.len() < old + want {
+                self.buf.resize(old + want, 0);
+            }
             let n = loop {
-                match self.r.read(&mut self.buf[old..]) {
+                match self.r.read(&mut self.buf[old..old + want]) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e.into()),
                 }
             };
-            self.buf.truncate(old + n);
-            self.crc.update(&self.buf[old..]);
+            self.filled = old + n;
+            self.crc.update(&self.buf[old..old + n]);
             if n == 0 {
                 return Err(RecipeError::mismatch(
                     "plaintext shorter than the recipe says",
@@ -51,15 +56,18 @@ impl<R: Read> Plain<'_, R> {
     }
 
     fn slice(&self, from: u64, to: u64) -> &[u8] {
+        debug_assert!(to <= self.base + self.filled as u64);
         &self.buf[(from - self.base) as usize..(to - self.base) as usize]
     }
 
-    /// Forget bytes before `keep` (once they are half the buffer: a model
-    /// that reads megabytes ahead must not have them moved every chunk).
+    /// Forget bytes before `keep`, once they are most of the buffer: the
+    /// rest is moved down, and a model that reads megabytes ahead must not
+    /// have them moved every chunk.
     fn trim(&mut self, keep: u64) {
         let cut = (keep - self.base) as usize;
-        if cut > (1 << 18).max(self.buf.len() / 2) {
-            self.buf.drain(..cut);
+        if cut > (1 << 20).max(2 * (self.filled - cut)) {
+            self.buf.copy_within(cut..self.filled, 0);
+            self.filled -= cut;
             self.base = keep;
         }
     }
@@ -333,6 +341,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                         plain: Plain {
                             r: &mut plain,
                             buf: Vec::new(),
+                            filled: 0,
                             base: 0,
                             end: len,
                             crc: crc32fast::Hasher::new(),
