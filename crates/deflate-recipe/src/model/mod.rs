@@ -451,4 +451,36 @@ mod tests {
             }
         }
     }
+
+    /// zlib and Go compress/flate emit the same tokens however their input
+    /// is cut (without flushes), and so must their models: the Go model
+    /// searches as soon as 262 bytes of lookahead are there, and both copy
+    /// chunks straight into the window, so chunks of other sizes than the
+    /// 64 KiB they ask for make them search and slide at other calls.
+    #[test]
+    fn zlib_and_go_tokens_do_not_depend_on_chunks() {
+        let specs = (1..=9)
+            .map(|level| ModelSpec::Zlib { level })
+            .chain((2..=9).map(|level| ModelSpec::GoStd { level }));
+        for spec in specs {
+            for data in inputs() {
+                let run = |step: Option<usize>| {
+                    let mut m = spec.build();
+                    let mut out = Vec::new();
+                    let mut pos = 0;
+                    while pos < data.len() {
+                        let n = step.unwrap_or(m.next_chunk()).min(data.len() - pos);
+                        m.predict(&data[pos..pos + n], &mut out);
+                        pos += n;
+                    }
+                    m.finish(&mut out);
+                    out
+                };
+                let want = run(None);
+                for step in [1, 261, 262, 7919, 40_000, 100_000] {
+                    assert!(run(Some(step)) == want, "{spec:?}, chunks of {step}");
+                }
+            }
+        }
+    }
 }
