@@ -2,8 +2,8 @@
 //! write from the block's token frequencies. A block whose header matches a
 //! builder stores only the builder id.
 
-use crate::huffman::{dist_code, dist_code_of, CL_ORDER, MATCH_SYMBOL};
-use crate::tokens::{len_symbol, DynHeader, Token};
+use crate::huffman::{dist_code_of, CL_ORDER, MATCH_SYMBOL};
+use crate::tokens::{DynHeader, Token};
 
 /// Symbol frequencies of one block.
 #[derive(Clone)]
@@ -34,29 +34,27 @@ impl Freqs {
     #[inline]
     pub fn add(&mut self, tokens: &[Token]) {
         if tokens.len() < 64 {
+            // A few (analysis adds its tokens one at a time): counted in place.
             for &t in tokens {
-                if t.is_lit() {
-                    self.lit[t.raw_len() as usize] += 1;
-                } else {
-                    self.lit[257 + len_symbol(t.raw_len()).0] += 1;
-                    self.dist[dist_code(t.dist())] += 1;
+                let (l, d) = slots(t);
+                if let Some(c) = self.lit.get_mut(l) {
+                    *c += 1;
+                }
+                if let Some(c) = self.dist.get_mut(d) {
+                    *c += 1;
                 }
             }
             return;
         }
         // Whole blocks: counted without a branch on literal or match
-        // (which alternate unpredictably), into counters with a slot for
-        // what is not counted: 286 for lengths without a symbol, 30 for
-        // the distance of a literal.
+        // (which alternate unpredictably), the slots for what is not
+        // counted included.
         let mut lit = [0u32; 287];
         let mut dist = [0u32; 31];
         for &t in tokens {
-            let raw = t.raw_len() as usize;
-            let is_lit = t.is_lit();
-            let m = MATCH_SYMBOL[raw.min(259)] as usize;
-            lit[if is_lit { raw & 0xff } else { m }] += 1;
-            let dc = dist_code_of((t.dist() as u32).wrapping_sub(1) & 0x7fff);
-            dist[if is_lit { 30 } else { dc }] += 1;
+            let (l, d) = slots(t);
+            lit[l] += 1;
+            dist[d] += 1;
         }
         for (a, b) in self.lit.iter_mut().zip(&lit) {
             *a += b;
@@ -65,6 +63,21 @@ impl Freqs {
             *a += b;
         }
     }
+}
+
+/// The counters a token adds one to: its literal/length symbol (286, none,
+/// for a length below 3) and its distance code (30, none, for a literal);
+/// chosen with selects, not a branch.
+#[inline(always)]
+fn slots(t: Token) -> (usize, usize) {
+    let raw = t.raw_len() as usize;
+    let is_lit = t.is_lit();
+    let m = MATCH_SYMBOL[raw.min(259)] as usize;
+    let dc = dist_code_of((t.dist() as u32).wrapping_sub(1) & 0x7fff);
+    (
+        if is_lit { raw & 0xff } else { m },
+        if is_lit { 30 } else { dc },
+    )
 }
 
 /// Go (compress/flate ≤ 1.26) and klauspost: lengths trimmed to the last
