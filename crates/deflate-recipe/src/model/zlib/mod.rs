@@ -555,9 +555,11 @@ impl Model for ZlibModel {
             super::klauspost::keep_tail(&mut self.tail, chunk, W);
         }
         if self.block == 0 && self.input_pos == self.input.len() {
-            // Straight from the chunk into the window, as zlib reads its
-            // input: the search runs whenever the window is full, and the
-            // chunk is used up before `predict` returns.
+            // Straight from the chunk into the window, as zlib's
+            // fill_window reads its input: fill, search down to
+            // MIN_LOOKAHEAD (`run`'s own fill finds nothing staged, and
+            // slides where zlib's would), fill again. The chunk is used up
+            // before `predict` returns, so nothing is ever staged here.
             let mut used = 0;
             loop {
                 used += self.fill_from(&chunk[used..]);
