@@ -4,9 +4,11 @@
 
 use super::{HASH_MASK, MAX_DIST, MAX_MATCH, NIL, W};
 
-#[inline]
-fn hash(w: &[u8], p: usize) -> usize {
-    (((w[p] as usize) << 10) ^ ((w[p + 1] as usize) << 5) ^ w[p + 2] as usize) & HASH_MASK
+/// zlib's hash, `(b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK`, of the three bytes
+/// in the low 24 bits of `v` (read little-endian; the top byte is ignored).
+#[inline(always)]
+fn hash(v: u32) -> usize {
+    (((v & 0x1f) << 10) ^ ((v >> 3) & 0x1fe0) ^ ((v >> 16) & 0xff)) as usize
 }
 
 /// Length of the common prefix of `a` and `b` (at most `b.len()`).
@@ -31,7 +33,7 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 /// Hash position `p` into the chains; returns the chain's previous head.
 #[inline(always)]
 pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
-    let h = hash(w, p);
+    let h = hash(u32::from_le_bytes([w[p], w[p + 1], w[p + 2], 0]));
     let old = head[h] as usize;
     prev[p] = old as u16;
     head[h] = p as u16;
@@ -46,9 +48,9 @@ pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> 
 #[inline(always)]
 pub(super) unsafe fn insert_at(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
     debug_assert!(p + 4 <= w.len() && p < prev.len() && head.len() == HASH_MASK + 1);
-    let v = u32::from_le((w.as_ptr().add(p) as *const u32).read_unaligned());
-    // (b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK, as `hash`.
-    let h = (((v & 0x1f) << 10) ^ ((v >> 3) & 0x1fe0) ^ ((v >> 16) & 0xff)) as usize;
+    let h = hash(u32::from_le(
+        (w.as_ptr().add(p) as *const u32).read_unaligned(),
+    ));
     let old = *head.get_unchecked(h) as usize;
     *prev.get_unchecked_mut(p) = old as u16;
     *head.get_unchecked_mut(h) = p as u16;
