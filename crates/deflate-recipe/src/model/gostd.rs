@@ -38,9 +38,10 @@ fn hash4(b: &[u8]) -> usize {
         as usize
 }
 
-/// Go compress/flate levels 2–9 search state.
+/// Go compress/flate levels 2–9 search state. `LINKS`: how many chain
+/// links each position keeps (see `links`).
 #[derive(Clone)]
-pub struct GoStdModel {
+pub struct GoStdModel<const LINKS: usize = 4> {
     level: u8,
     lazy: usize,
     nice: usize,
@@ -49,14 +50,21 @@ pub struct GoStdModel {
     window: Vec<u8>,
     window_end: usize,
     index: usize,
-    /// Window index + 1 of the latest position per hash (0: none), and
-    /// of the one before each position: Go keeps absolute offsets in u32
-    /// and moves an offset instead of the entries at a slide; u16 entries
-    /// moved at each slide give the same candidates in half the cache.
-    /// `prev` has an entry per window byte, not Go's 32 KiB ring, so that
-    /// a chain step needs no mask (see the zlib model's `prev`).
+    /// Window index + 1 ("link"; 0: none) of the latest position per hash.
+    /// Go keeps absolute offsets in u32 and moves an offset instead of the
+    /// entries at a slide; u16 entries moved at each slide give the same
+    /// candidates in half the cache.
     head: Vec<u16>,
-    prev: Vec<u16>,
+    /// Per link (entry 0 stands for "none" and stays zero), the links of
+    /// the next `LINKS` older positions on its chain: Go's `hashPrev`
+    /// and the entries it would reach from there. One load gives the
+    /// next `LINKS` candidates, so the walk waits on a load once per
+    /// `LINKS` candidates instead of once per candidate; an insert builds
+    /// its entry from the old head's, shifted by one. An entry per window
+    /// byte, not Go's 32 KiB ring, so that a step needs no mask (see the
+    /// zlib model's `prev`); its entries never change while the position
+    /// is in the window (each position is hashed once).
+    links: Vec<[u16; LINKS]>,
     chain_head: isize,
     length: usize,
     offset: usize,
@@ -75,7 +83,7 @@ pub struct GoStdModel {
     rec: Option<Box<Recorder>>,
 }
 
-impl GoStdModel {
+impl<const LINKS: usize> GoStdModel<LINKS> {
     /// New model for one stream at `level` 2..=9.
     pub fn new(level: u8) -> Self {
         let (_good, lazy, nice, chain, skip) = LEVELS[level.clamp(2, 9) as usize];
@@ -89,7 +97,7 @@ impl GoStdModel {
             window_end: 0,
             index: 0,
             head: super::table(HASH_MASK + 1),
-            prev: super::table(2 * WINDOW),
+            links: super::table_of(2 * WINDOW + 1, [0; LINKS]),
             chain_head: -1,
             length: MIN_MATCH - 1,
             offset: 0,
@@ -109,7 +117,7 @@ impl GoStdModel {
     /// `at`) is hashed, as Go does at these levels. `at` must lie at least
     /// 1 KiB past a multiple of 32 KiB and 262 bytes before the next one.
     fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
-        let mut m = GoStdModel::new(level);
+        let mut m = Self::new(level);
         let w = WINDOW as u64;
         debug_assert!(at % w >= 1024 && at % w + 262 <= w && at >= w);
         m.base = (at / w - 1) * w;
@@ -136,8 +144,12 @@ impl GoStdModel {
             // Entries that fall out of the window become "none" (Go's
             // would give an index below 0 and end the chain the same way).
             super::slide_down(&mut self.head, WINDOW);
-            self.prev.copy_within(WINDOW..2 * WINDOW, 0);
-            super::slide_down(&mut self.prev[..WINDOW], WINDOW);
+            self.links.copy_within(WINDOW + 1..2 * WINDOW + 1, 1);
+            for e in &mut self.links[1..WINDOW + 1] {
+                for l in e {
+                    *l = l.saturating_sub(WINDOW as u16);
+                }
+            }
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(src.len());
@@ -163,7 +175,7 @@ impl GoStdModel {
         let mut found = None;
         // Reads reach at most pos + length + 1 <= pos + look (length < nice
         // <= look while searching), and candidates lie below pos.
-        assert!(look > length && pos + look <= win.len() && self.prev.len() == 2 * WINDOW);
+        assert!(look > length && pos + look <= win.len());
         let wp = win.as_ptr();
         // SAFETY: p + 2 <= pos + look (above).
         let ld16 = |p: usize| unsafe { (wp.add(p) as *const u16).read_unaligned() };
@@ -173,40 +185,70 @@ impl GoStdModel {
         let start = ld32(pos);
         let mut end = ld16(pos + length - 1);
         let min_index = pos as isize - WINDOW as isize;
-        // The loop runs on the stored link (index + 1, 0: none) so that no
-        // subtraction sits between one link's load and the next: the -1
+        // The loop runs on links (index + 1, 0: none) so that no
+        // subtraction sits between one entry's load and the next: the -1
         // goes into the addressing. Go stops after the candidate at
         // min_index, or at a link below the window: as a link always leads
         // to an older position, the first is the second one step later.
+        // Candidates are weighed in Go's order, `tries` counted per
+        // candidate, so the result is Go's however many links an entry
+        // holds.
         let low = (min_index + 1).max(1) as usize;
-        let mut j = prev_head as usize + 1;
-        while tries > 0 {
-            let iu = j - 1;
-            if ld16(iu + length - 1) == end && ld32(iu) == start {
-                let n = 4 + super::zlib::common_prefix(&win[iu + 4..], &win[pos + 4..pos + look]);
-                if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
-                    length = n;
-                    found = Some((n, pos - iu));
-                    if n >= nice {
-                        break;
+        // Candidate `iu`: take it if longer; `break 'walk` at `nice`.
+        macro_rules! check {
+            ($iu:expr, $walk:lifetime) => {{
+                let iu = $iu;
+                if ld16(iu + length - 1) == end && ld32(iu) == start {
+                    let n =
+                        4 + super::zlib::common_prefix(&win[iu + 4..], &win[pos + 4..pos + look]);
+                    if n > length && (n > MIN_MATCH || pos - iu <= 4096) {
+                        length = n;
+                        found = Some((n, pos - iu));
+                        if n >= nice {
+                            break $walk;
+                        }
+                        end = ld16(pos + n - 1);
                     }
-                    end = ld16(pos + n - 1);
                 }
+            }};
+        }
+        let links = &self.links[..2 * WINDOW + 1];
+        let mut c = prev_head as usize + 1;
+        'walk: {
+            check!(c - 1, 'walk);
+            loop {
+                // SAFETY: links are at most 2 WINDOW (indexes below it, + 1).
+                let next = unsafe { *links.get_unchecked(c) };
+                for l in next {
+                    tries -= 1;
+                    if tries == 0 || (l as usize) < low {
+                        break 'walk;
+                    }
+                    check!(l as usize - 1, 'walk);
+                }
+                c = next[LINKS - 1] as usize;
             }
-            // SAFETY: iu < pos < 2 WINDOW = prev's length.
-            j = unsafe { *self.prev.get_unchecked(iu) } as usize;
-            if j < low {
-                break;
-            }
-            tries -= 1;
         }
         found
     }
 
+    /// Put position `at` (hash `h`) at the head of its chain; returns the
+    /// old head's link.
+    #[inline(always)]
+    fn link(&mut self, at: usize, h: usize) -> u16 {
+        let old = self.head[h];
+        let mut e = [old; LINKS];
+        if LINKS > 1 {
+            e[1..].copy_from_slice(&self.links[old as usize][..LINKS - 1]);
+        }
+        self.links[at + 1] = e;
+        self.head[h] = (at + 1) as u16;
+        old
+    }
+
     fn insert(&mut self, at: usize) {
         let h = hash4(&self.window[at..at + 4]);
-        self.prev[at] = self.head[h];
-        self.head[h] = (at + 1) as u16;
+        self.link(at, h);
     }
 
     /// Go's deflate loop; `sync` processes to the end of the input.
@@ -237,8 +279,7 @@ impl GoStdModel {
             }
             if self.index < max_insert {
                 let h = hash4(&self.window[self.index..self.index + 4]);
-                self.chain_head = self.head[h] as isize;
-                self.prev[self.index] = self.chain_head as u16;
+                self.chain_head = self.link(self.index, h) as isize;
                 self.head[h] = (self.index + 1) as u16;
             }
             let prev_length = self.length;
@@ -325,7 +366,7 @@ impl GoStdModel {
     }
 }
 
-impl Model for GoStdModel {
+impl<const LINKS: usize> Model for GoStdModel<LINKS> {
     fn next_chunk(&self) -> usize {
         1 << 16
     }
@@ -351,13 +392,13 @@ impl Model for GoStdModel {
         // serial search, on a thread of its own.
         if self.skip != SKIP_NEVER {
             self.keep_tail = false;
-            return super::pipe::piped(self, GoStdModel::new(self.level));
+            return super::pipe::piped(self, Self::new(self.level));
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
     }
 }
 
-impl Split for GoStdModel {
+impl<const LINKS: usize> Split for GoStdModel<LINKS> {
     type Params = u8;
 
     fn params(&self) -> u8 {
@@ -377,7 +418,7 @@ impl Split for GoStdModel {
     }
 
     fn cold(level: u8, at: u64, prefix: &[u8]) -> Self {
-        let mut m = GoStdModel::cold_at(level, at, prefix);
+        let mut m = Self::cold_at(level, at, prefix);
         m.keep_tail = false;
         m
     }

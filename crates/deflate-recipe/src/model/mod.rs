@@ -42,12 +42,17 @@ pub use zlib::ZlibModel;
 /// in those flushes (`smp_call_function_many_cond`, `native_write_msr`)
 /// than in the models they interrupted. A write first maps a page once.
 pub(crate) fn table<T: Copy + Default>(n: usize) -> Vec<T> {
-    let mut v = vec![T::default(); n];
+    table_of(n, T::default())
+}
+
+/// [`table`] of `n` copies of `zero`.
+pub(crate) fn table_of<T: Copy>(n: usize, zero: T) -> Vec<T> {
+    let mut v = vec![zero; n];
     let step = (4096 / std::mem::size_of::<T>().max(1)).max(1);
     for i in (0..n).step_by(step) {
         // SAFETY: `i < n == v.len()`. Volatile: a plain store of zero to
         // memory known to be zeroed may be left out by the compiler.
-        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), T::default()) };
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), zero) };
     }
     v
 }
@@ -161,7 +166,12 @@ impl ModelSpec {
                 Box::new(ZlibModel::pigz(level, block as usize, dict))
             }
             ModelSpec::GoStd { level: 1 } => Box::new(GoFastModel::new()),
-            ModelSpec::GoStd { level } => Box::new(GoStdModel::new(level)),
+            // Links kept several deep pay where chains are long; where
+            // they are short the wider insert costs more than it saves
+            // (see `GoStdModel::links`).
+            ModelSpec::GoStd { level: level @ 6.. } => Box::new(GoStdModel::<4>::new(level)),
+            ModelSpec::GoStd { level: 5 } => Box::new(GoStdModel::<2>::new(5)),
+            ModelSpec::GoStd { level } => Box::new(GoStdModel::<1>::new(level)),
         }
     }
 
@@ -480,6 +490,60 @@ mod tests {
                 for step in [1, 261, 262, 7919, 40_000, 100_000] {
                     assert!(run(Some(step)) == want, "{spec:?}, chunks of {step}");
                 }
+            }
+        }
+    }
+
+    /// The Go model walks its chains a link at a time or several links
+    /// per load (`GoStdModel::links`); the tokens must not depend on how
+    /// many. Text made of a few words repeated at random gives long chains
+    /// (Go -6 walks its full 128 candidates) and matches of every length.
+    #[test]
+    fn go_tokens_do_not_depend_on_links_per_entry() {
+        let mut x = 0x2545f4914f6cdd1du64;
+        let words = [
+            "the ",
+            "layer ",
+            "blob ",
+            "snapshot ",
+            "recipe ",
+            "a ",
+            "of ",
+            "digest ",
+            "sha256:",
+            "/usr/lib/",
+            "x86_64-linux-gnu/",
+            "libc.so.6 ",
+            "\n",
+            "0000",
+        ];
+        let mut text = Vec::new();
+        while text.len() < 300_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+        }
+        let run = |mut m: Box<dyn Model>, data: &[u8]| {
+            let mut out = Vec::new();
+            for c in data.chunks(m.next_chunk()) {
+                m.predict(c, &mut out);
+            }
+            m.finish(&mut out);
+            out
+        };
+        let mut all = inputs();
+        all.push(text);
+        for level in 2..=9 {
+            for data in &all {
+                let want = run(Box::new(GoStdModel::<1>::new(level)), data);
+                let two = run(Box::new(GoStdModel::<2>::new(level)), data);
+                let four = run(Box::new(GoStdModel::<4>::new(level)), data);
+                assert!(
+                    two == want && four == want,
+                    "go level {level}, {} bytes",
+                    data.len()
+                );
             }
         }
     }
