@@ -237,11 +237,9 @@ impl<const LINKS: usize> GoStdModel<LINKS> {
     #[inline(always)]
     fn link(&mut self, at: usize, h: usize) -> u16 {
         let old = self.head[h];
-        let mut e = [old; LINKS];
-        if LINKS > 1 {
-            e[1..].copy_from_slice(&self.links[old as usize][..LINKS - 1]);
-        }
-        self.links[at + 1] = e;
+        // SAFETY: links are at most 2 WINDOW, below `links.len()`.
+        let o = unsafe { self.links.get_unchecked(old as usize) };
+        self.links[at + 1] = super::chain_entry(old, o);
         self.head[h] = (at + 1) as u16;
         old
     }

@@ -45,6 +45,18 @@ pub(crate) fn table<T: Copy + Default>(n: usize) -> Vec<T> {
     table_of(n, T::default())
 }
 
+/// The chain entry of a position put at the head of its chain, for the
+/// models that keep `L` links per position (zlib's `prev`, Go's `links`):
+/// the old head, then the first links of the old head's entry `o`.
+#[inline(always)]
+pub(crate) fn chain_entry<const L: usize>(old: u16, o: &[u16; L]) -> [u16; L] {
+    let mut e = [old; L];
+    if L > 1 {
+        e[1..].copy_from_slice(&o[..L - 1]);
+    }
+    e
+}
+
 /// [`table`] of `n` copies of `zero`.
 pub(crate) fn table_of<T: Copy>(n: usize, zero: T) -> Vec<T> {
     let mut v = vec![zero; n];
@@ -161,9 +173,17 @@ impl ModelSpec {
                 segment,
                 dict,
             } => Box::new(KlauspostModel::new(level, segment, dict)),
-            ModelSpec::Zlib { level } => Box::new(ZlibModel::new(level)),
+            // Chain links four deep per entry where searches are long (see
+            // `ZlibModel::prev`), one elsewhere.
+            ModelSpec::Zlib { level } if zlib::chain_budget(level) >= 32 => {
+                Box::new(ZlibModel::<4>::new(level))
+            }
+            ModelSpec::Zlib { level } => Box::new(ZlibModel::<1>::new(level)),
+            ModelSpec::Pigz { level, block, dict } if zlib::chain_budget(level) >= 32 => {
+                Box::new(ZlibModel::<4>::pigz(level, block as usize, dict))
+            }
             ModelSpec::Pigz { level, block, dict } => {
-                Box::new(ZlibModel::pigz(level, block as usize, dict))
+                Box::new(ZlibModel::<1>::pigz(level, block as usize, dict))
             }
             ModelSpec::GoStd { level: 1 } => Box::new(GoFastModel::new()),
             // Links kept several deep pay where chains are long; where
@@ -494,12 +514,13 @@ mod tests {
         }
     }
 
-    /// The Go model walks its chains a link at a time or several links
-    /// per load (`GoStdModel::links`); the tokens must not depend on how
-    /// many. Text made of a few words repeated at random gives long chains
-    /// (Go -6 walks its full 128 candidates) and matches of every length.
+    /// The zlib and Go models walk their chains a link at a time or
+    /// several links per load (`ZlibModel::prev`, `GoStdModel::links`);
+    /// the tokens must not depend on how many. Text made of a few words
+    /// repeated at random gives long chains (level 6 weighs its full 128
+    /// candidates) and matches of every length.
     #[test]
-    fn go_tokens_do_not_depend_on_links_per_entry() {
+    fn tokens_do_not_depend_on_links_per_entry() {
         let mut x = 0x2545f4914f6cdd1du64;
         let words = [
             "the ",
@@ -514,7 +535,7 @@ mod tests {
             "/usr/lib/",
             "x86_64-linux-gnu/",
             "libc.so.6 ",
-            "\n",
+            "\\n",
             "0000",
         ];
         let mut text = Vec::new();
@@ -534,16 +555,22 @@ mod tests {
         };
         let mut all = inputs();
         all.push(text);
-        for level in 2..=9 {
-            for data in &all {
+        for data in &all {
+            let n = data.len();
+            for level in 1..=9 {
+                let want = run(Box::new(ZlibModel::<1>::new(level)), data);
+                let two = run(Box::new(ZlibModel::<2>::new(level)), data);
+                let four = run(Box::new(ZlibModel::<4>::new(level)), data);
+                assert!(two == want && four == want, "zlib level {level}, {n} bytes");
+                let want = run(Box::new(ZlibModel::<1>::pigz(level, 100_000, true)), data);
+                let four = run(Box::new(ZlibModel::<4>::pigz(level, 100_000, true)), data);
+                assert!(four == want, "pigz level {level}, {n} bytes");
+            }
+            for level in 2..=9 {
                 let want = run(Box::new(GoStdModel::<1>::new(level)), data);
                 let two = run(Box::new(GoStdModel::<2>::new(level)), data);
                 let four = run(Box::new(GoStdModel::<4>::new(level)), data);
-                assert!(
-                    two == want && four == want,
-                    "go level {level}, {} bytes",
-                    data.len()
-                );
+                assert!(two == want && four == want, "go level {level}, {n} bytes");
             }
         }
     }

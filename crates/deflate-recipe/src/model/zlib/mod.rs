@@ -41,7 +41,7 @@ const CONFIG: [(usize, usize, usize, usize); 10] = [
 
 /// zlib match-search state.
 #[derive(Clone)]
-pub struct ZlibModel {
+pub struct ZlibModel<const LINKS: usize = 4> {
     level: u8,
     good: usize,
     lazy: usize,
@@ -49,14 +49,18 @@ pub struct ZlibModel {
     chain: usize,
     window: Vec<u8>,
     head: Vec<u16>,
-    /// The chain link of each window position. zlib keeps a 32 KiB ring
-    /// (`prev[p & WMASK]`); this keeps one entry per window byte and moves
-    /// the upper half down at each slide, so that a chain step is one load
-    /// with no mask on the path from link to link (a zlib -9 rebuild 18 %
-    /// faster). The same links are read: a search reads the link of
+    /// The chain links of each window position: zlib's `prev` link and the
+    /// `LINKS - 1` links it would reach from there, so that a search waits
+    /// on one load per `LINKS` candidates (an insert builds its entry from
+    /// the old head's, shifted by one; a position is hashed once, so an
+    /// entry never changes while the position is in the window). zlib
+    /// keeps a 32 KiB ring (`prev[p & WMASK]`); this keeps one entry per
+    /// window byte and moves the upper half down at each slide, so that no
+    /// mask sits on the path from link to link (a zlib -9 rebuild 18 %
+    /// faster). The same links are read: a search reads the links of
     /// candidates above `strstart - MAX_DIST` only, whose ring slots no
     /// later position has reached yet.
-    prev: Vec<u16>,
+    prev: Vec<[u16; LINKS]>,
     strstart: usize,
     lookahead: usize,
     /// Input not yet copied into the window.
@@ -85,11 +89,20 @@ pub struct ZlibModel {
     rec: Option<Box<Recorder>>,
 }
 
-impl ZlibModel {
-    /// New model for one stream at `level` 1..=9.
+/// zlib's chain budget at `level` (candidates a search may weigh): links
+/// four deep per entry pay from 32 on; below, the wider insert costs more
+/// than the walk saves (levels 1, 2 and 4, whose searches weigh 4, 8 and
+/// 16 candidates at most).
+pub fn chain_budget(level: u8) -> usize {
+    CONFIG[level.clamp(1, 9) as usize].3
+}
+
+impl<const LINKS: usize> ZlibModel<LINKS> {
+    /// New model for one stream at `level` 1..=9. Its chain budget
+    /// (`chain_budget`) tells which `LINKS` pays.
     pub fn new(level: u8) -> Self {
         let (good, lazy, nice, chain) = CONFIG[level.clamp(1, 9) as usize];
-        ZlibModel {
+        Self {
             level: level.clamp(1, 9),
             good,
             lazy,
@@ -97,7 +110,7 @@ impl ZlibModel {
             chain,
             window: vec![0; 2 * W],
             head: super::table(HASH_MASK + 1),
-            prev: super::table(2 * W),
+            prev: super::table_of(2 * W, [0; LINKS]),
             strstart: 0,
             lookahead: 0,
             input: Vec::new(),
@@ -126,7 +139,7 @@ impl ZlibModel {
     /// at least 1 KiB past a multiple of 32 KiB and 262 bytes before the
     /// next one, where the window base is known without having run.
     pub(super) fn cold_at(level: u8, at: u64, prefix: &[u8]) -> Self {
-        let mut m = ZlibModel::new(level);
+        let mut m = Self::new(level);
         let w = W as u64;
         debug_assert!(at % w >= 1024 && at % w + MIN_LOOKAHEAD as u64 <= w && at >= w);
         m.base = (at / w - 1) * w;
@@ -150,7 +163,7 @@ impl ZlibModel {
         at: u64,
         prefix: &[u8],
     ) -> Self {
-        let mut m = ZlibModel::pigz(level, block, dict);
+        let mut m = Self::pigz(level, block, dict);
         m.fed = at;
         if dict {
             m.tail = prefix[prefix.len().saturating_sub(W)..].to_vec();
@@ -162,17 +175,17 @@ impl ZlibModel {
     /// pigz: zlib restarted every `block` bytes, primed with the previous
     /// block's last 32 KiB unless `dict` is false (`pigz -i`).
     pub fn pigz(level: u8, block: usize, dict: bool) -> Self {
-        ZlibModel {
+        Self {
             block,
             dict,
-            ..ZlibModel::new(level)
+            ..Self::new(level)
         }
     }
 
     /// deflateReset + deflateSetDictionary for the next pigz block.
     fn restart(&mut self) {
         self.head.fill(0);
-        self.prev.fill(0);
+        self.prev.fill([0; LINKS]);
         self.strstart = 0;
         self.lookahead = 0;
         self.match_start = 0;
@@ -218,7 +231,9 @@ impl ZlibModel {
                 // Entries below W fall out of the window and become NIL (0).
                 super::slide_down(&mut self.head, W);
                 self.prev.copy_within(W..2 * W, 0);
-                super::slide_down(&mut self.prev[..W], W);
+                for e in &mut self.prev[..W] {
+                    super::slide_down(e, W);
+                }
                 more += W;
             }
             let avail = src.len() - used;
@@ -525,7 +540,7 @@ impl ZlibModel {
     }
 }
 
-impl Model for ZlibModel {
+impl<const LINKS: usize> Model for ZlibModel<LINKS> {
     fn next_chunk(&self) -> usize {
         if self.block == 0 {
             1 << 16
@@ -597,7 +612,7 @@ impl Model for ZlibModel {
         // serial search, on a thread of its own.
         if self.level <= 3 && self.block == 0 {
             self.keep_tail = false;
-            return super::pipe::piped(self, ZlibModel::new(self.level));
+            return super::pipe::piped(self, Self::new(self.level));
         }
         Some(Box::new(super::split::Par::new(self.clone(), threads)))
     }
@@ -615,7 +630,7 @@ impl Model for ZlibModel {
     }
 }
 
-impl Split for ZlibModel {
+impl<const LINKS: usize> Split for ZlibModel<LINKS> {
     /// Level, pigz block size, pigz dictionary flag.
     type Params = (u8, usize, bool);
 
@@ -637,9 +652,9 @@ impl Split for ZlibModel {
 
     fn cold((level, block, dict): Self::Params, at: u64, prefix: &[u8]) -> Self {
         let mut m = if block > 0 {
-            ZlibModel::pigz_at_block(level, block, dict, at, prefix)
+            Self::pigz_at_block(level, block, dict, at, prefix)
         } else {
-            ZlibModel::cold_at(level, at, prefix)
+            Self::cold_at(level, at, prefix)
         };
         m.keep_tail = false;
         m

@@ -3,6 +3,7 @@
 //! that the step loops can hold them in locals.
 
 use super::{HASH_MASK, MAX_DIST, MAX_MATCH, NIL, W};
+use crate::model::chain_entry as entry;
 
 /// zlib's hash, `(b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK`, of the three bytes
 /// in the low 24 bits of `v` (read little-endian; the top byte is ignored).
@@ -32,10 +33,15 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 
 /// Hash position `p` into the chains; returns the chain's previous head.
 #[inline(always)]
-pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
+pub(super) fn insert<const L: usize>(
+    w: &[u8],
+    head: &mut [u16],
+    prev: &mut [[u16; L]],
+    p: usize,
+) -> usize {
     let h = hash(u32::from_le_bytes([w[p], w[p + 1], w[p + 2], 0]));
     let old = head[h] as usize;
-    prev[p] = old as u16;
+    prev[p] = entry(old as u16, &prev[old]);
     head[h] = p as u16;
     old
 }
@@ -44,15 +50,23 @@ pub(super) fn insert(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> 
 /// from one four-byte load, no bounds checks.
 ///
 /// # Safety
-/// `p + 4 <= w.len()`, `p < prev.len()` and `head.len() == HASH_MASK + 1`.
+/// `p + 4 <= w.len()`, `p < prev.len()`, `prev.len() == 2 W` and
+/// `head.len() == HASH_MASK + 1`.
 #[inline(always)]
-pub(super) unsafe fn insert_at(w: &[u8], head: &mut [u16], prev: &mut [u16], p: usize) -> usize {
+pub(super) unsafe fn insert_at<const L: usize>(
+    w: &[u8],
+    head: &mut [u16],
+    prev: &mut [[u16; L]],
+    p: usize,
+) -> usize {
     debug_assert!(p + 4 <= w.len() && p < prev.len() && head.len() == HASH_MASK + 1);
     let h = hash(u32::from_le(
         (w.as_ptr().add(p) as *const u32).read_unaligned(),
     ));
     let old = *head.get_unchecked(h) as usize;
-    *prev.get_unchecked_mut(p) = old as u16;
+    // Heads are window positions, below 2 W.
+    let e = entry(old as u16, prev.get_unchecked(old));
+    *prev.get_unchecked_mut(p) = e;
     *head.get_unchecked_mut(h) = p as u16;
     old
 }
@@ -76,9 +90,9 @@ pub(super) struct At {
 /// longer than `at.best`, nearest first on ties, within the chain and
 /// nice limits; `match_start` is moved to it.
 #[inline]
-pub(super) fn longest_match(
+pub(super) fn longest_match<const L: usize>(
     w: &[u8],
-    prev: &[u16],
+    prev: &[[u16; L]],
     lim: Limits,
     at: At,
     mut cur: usize,
@@ -110,26 +124,58 @@ pub(super) fn longest_match(
     let start = ld16(s);
     let mut end = ld16(s + best - 1);
     let mut found = *match_start;
-    loop {
-        if ld16(cur + best - 1) == end && ld16(cur) == start {
-            let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
-            if len > best {
-                found = cur;
-                best = len;
-                if len >= nice || len >= avail {
-                    break;
+    // Candidate `cur`: take it if longer; `break 'walk` at `nice`.
+    macro_rules! check {
+        ($cur:expr, $walk:lifetime) => {{
+            let cur = $cur;
+            if ld16(cur + best - 1) == end && ld16(cur) == start {
+                let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
+                if len > best {
+                    found = cur;
+                    best = len;
+                    if len >= nice || len >= avail {
+                        break $walk;
+                    }
+                    end = ld16(s + best - 1);
                 }
-                end = ld16(s + best - 1);
+            }
+        }};
+    }
+    // zlib's order: weigh a candidate, step to the next, stop at the limit
+    // or when the chain budget is spent; an entry holds the next L links.
+    'walk: {
+        if L == 1 {
+            // One link per entry: zlib's loop as it is (the form below,
+            // with its two places that weigh a candidate, is slower here).
+            loop {
+                check!(cur, 'walk);
+                // SAFETY: cur < s < 2 W = prev's length.
+                cur = unsafe { prev.get_unchecked(cur)[0] } as usize;
+                if cur <= limit {
+                    break 'walk;
+                }
+                chain -= 1;
+                if chain == 0 {
+                    break 'walk;
+                }
             }
         }
-        // SAFETY: cur < s < 2 W = prev's length.
-        cur = unsafe { *prev.get_unchecked(cur) } as usize;
-        if cur <= limit {
-            break;
-        }
-        chain -= 1;
-        if chain == 0 {
-            break;
+        check!(cur, 'walk);
+        loop {
+            // SAFETY: cur < s < 2 W = prev's length.
+            let next = unsafe { *prev.get_unchecked(cur) };
+            for l in next {
+                let l = l as usize;
+                if l <= limit {
+                    break 'walk;
+                }
+                chain -= 1;
+                if chain == 0 {
+                    break 'walk;
+                }
+                check!(l, 'walk);
+            }
+            cur = next[L - 1] as usize;
         }
     }
     *match_start = found;
