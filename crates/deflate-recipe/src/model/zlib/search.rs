@@ -141,8 +141,21 @@ pub(super) fn longest_match<const L: usize>(
             }
         }};
     }
-    // zlib's order: weigh a candidate, step to the next, stop at the limit
-    // or when the chain budget is spent; an entry holds the next L links.
+    // zlib's stop rule for the next candidate `l`: at the limit, or when
+    // the chain budget is spent.
+    macro_rules! stop_before {
+        ($l:expr, $walk:lifetime) => {{
+            if $l <= limit {
+                break $walk;
+            }
+            chain -= 1;
+            if chain == 0 {
+                break $walk;
+            }
+        }};
+    }
+    // zlib's order: weigh a candidate, step to the next, stop; an entry
+    // holds the next L links.
     'walk: {
         if L == 1 {
             // One link per entry: zlib's loop as it is (the form below,
@@ -151,13 +164,7 @@ pub(super) fn longest_match<const L: usize>(
                 check!(cur, 'walk);
                 // SAFETY: cur < s < 2 W = prev's length.
                 cur = unsafe { prev.get_unchecked(cur)[0] } as usize;
-                if cur <= limit {
-                    break 'walk;
-                }
-                chain -= 1;
-                if chain == 0 {
-                    break 'walk;
-                }
+                stop_before!(cur, 'walk);
             }
         }
         check!(cur, 'walk);
@@ -166,13 +173,7 @@ pub(super) fn longest_match<const L: usize>(
             let next = unsafe { *prev.get_unchecked(cur) };
             for l in next {
                 let l = l as usize;
-                if l <= limit {
-                    break 'walk;
-                }
-                chain -= 1;
-                if chain == 0 {
-                    break 'walk;
-                }
+                stop_before!(l, 'walk);
                 check!(l, 'walk);
             }
             cur = next[L - 1] as usize;
