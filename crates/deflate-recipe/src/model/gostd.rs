@@ -39,7 +39,8 @@ fn hash4(b: &[u8]) -> usize {
 }
 
 /// Go compress/flate levels 2–9 search state. `LINKS`: how many chain
-/// links each position keeps (see `links`).
+/// links each position keeps (see `links`); [`ModelSpec`](super::ModelSpec)
+/// picks it for the level (`GoStdModel::<4>::new(level)` directly).
 #[derive(Clone)]
 pub struct GoStdModel<const LINKS: usize = 4> {
     level: u8,
@@ -146,9 +147,7 @@ impl<const LINKS: usize> GoStdModel<LINKS> {
             super::slide_down(&mut self.head, WINDOW);
             self.links.copy_within(WINDOW + 1..2 * WINDOW + 1, 1);
             for e in &mut self.links[1..WINDOW + 1] {
-                for l in e {
-                    *l = l.saturating_sub(WINDOW as u16);
-                }
+                super::slide_down(e, WINDOW);
             }
             self.chain_head -= WINDOW as isize;
         }

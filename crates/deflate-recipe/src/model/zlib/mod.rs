@@ -39,7 +39,9 @@ const CONFIG: [(usize, usize, usize, usize); 10] = [
     (32, 258, 258, 4096),
 ];
 
-/// zlib match-search state.
+/// zlib match-search state. `LINKS`: how many chain links each position
+/// keeps (see `prev`); [`ModelSpec`](super::ModelSpec) picks it for the
+/// level by its chain budget (`ZlibModel::<4>::new(level)` directly).
 #[derive(Clone)]
 pub struct ZlibModel<const LINKS: usize = 4> {
     level: u8,
