@@ -95,7 +95,7 @@ pub struct ZlibModel<const LINKS: usize = 4> {
 /// four deep per entry pay from 32 on; below, the wider insert costs more
 /// than the walk saves (levels 1, 2 and 4, whose searches weigh 4, 8 and
 /// 16 candidates at most).
-pub fn chain_budget(level: u8) -> usize {
+pub(super) fn chain_budget(level: u8) -> usize {
     CONFIG[level.clamp(1, 9) as usize].3
 }
 
