@@ -2,7 +2,7 @@
 //! write from the block's token frequencies. A block whose header matches a
 //! builder stores only the builder id.
 
-use crate::huffman::{dist_code_of, CL_ORDER, MATCH_SYMBOL};
+use crate::huffman::{dist_code, CL_ORDER, MATCH_SYMBOL};
 use crate::tokens::{DynHeader, Token};
 
 /// Symbol frequencies of one block.
@@ -73,7 +73,7 @@ fn slots(t: Token) -> (usize, usize) {
     let raw = t.raw_len() as usize;
     let is_lit = t.is_lit();
     let m = MATCH_SYMBOL[raw.min(259)] as usize;
-    let dc = dist_code_of((t.dist() as u32).wrapping_sub(1) & 0x7fff);
+    let dc = dist_code(t.dist());
     (
         if is_lit { raw & 0xff } else { m },
         if is_lit { 30 } else { dc },

@@ -32,18 +32,14 @@ pub fn len_code(len: u16) -> usize {
     LEN_CODE_TABLE[(len - 3) as usize] as usize
 }
 
-/// Distance code (0..=29) for a distance 1..=32768.
+/// Distance code (0..=29) for a distance 1..=32768, without branches
+/// (token loops call it for every match, and matches and literals
+/// alternate unpredictably): two codes per power of two of `d` = distance
+/// - 1, the top bit position and the bit below it; `d` < 4 comes out as
+/// itself. A distance of 0 (a literal's) gives 29 and is never used.
 #[inline]
 pub fn dist_code(dist: u16) -> usize {
-    dist_code_of((dist as u32).wrapping_sub(1) & 0x7fff)
-}
-
-/// Distance code of `d` = distance - 1 (< 32768), without branches (token
-/// loops call it for every match, and matches and literals alternate
-/// unpredictably): two codes per power of two, the top bit position and
-/// the bit below it; `d` < 4 comes out as itself.
-#[inline]
-pub fn dist_code_of(d: u32) -> usize {
+    let d = (dist as u32).wrapping_sub(1) & 0x7fff;
     let hb = 31 - (d | 1).leading_zeros();
     (2 * hb + ((d >> hb.saturating_sub(1)) & 1)) as usize
 }
