@@ -34,9 +34,9 @@ pub fn len_code(len: u16) -> usize {
 
 /// Distance code (0..=29) for a distance 1..=32768, without branches
 /// (token loops call it for every match, and matches and literals
-/// alternate unpredictably): two codes per power of two of `d` = distance
-/// - 1, the top bit position and the bit below it; `d` < 4 comes out as
-/// itself. A distance of 0 (a literal's) gives 29 and is never used.
+/// alternate unpredictably): of `d`, the distance less one, two codes per
+/// power of two, the top bit position and the bit below it; `d` < 4
+/// comes out as itself. A distance of 0 (a literal's) gives 29, unused.
 #[inline]
 pub fn dist_code(dist: u16) -> usize {
     let d = (dist as u32).wrapping_sub(1) & 0x7fff;
