@@ -38,6 +38,18 @@ fn hash4(b: &[u8]) -> usize {
         as usize
 }
 
+/// A Go model for one stream at `level` 2..=9, with chain links four deep
+/// per entry at levels 6-9 (chains of 128 candidates and more), two at 5
+/// (32) and one at 2-4, where the wider insert costs more than the walk
+/// saves. See `GoStdModel::links`.
+pub(super) fn boxed(level: u8) -> Box<dyn Model> {
+    match level {
+        6.. => Box::new(GoStdModel::<4>::new(level)),
+        5 => Box::new(GoStdModel::<2>::new(level)),
+        _ => Box::new(GoStdModel::<1>::new(level)),
+    }
+}
+
 /// Go compress/flate levels 2–9 search state. `LINKS`: how many chain
 /// links each position keeps (see `links`); [`ModelSpec`](super::ModelSpec)
 /// picks it for the level (`GoStdModel::<4>::new(level)` directly).

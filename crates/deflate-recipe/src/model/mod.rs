@@ -173,25 +173,10 @@ impl ModelSpec {
                 segment,
                 dict,
             } => Box::new(KlauspostModel::new(level, segment, dict)),
-            // Chain links four deep per entry where searches are long (see
-            // `ZlibModel::prev`), one elsewhere.
-            ModelSpec::Zlib { level } if zlib::chain_budget(level) >= 32 => {
-                Box::new(ZlibModel::<4>::new(level))
-            }
-            ModelSpec::Zlib { level } => Box::new(ZlibModel::<1>::new(level)),
-            ModelSpec::Pigz { level, block, dict } if zlib::chain_budget(level) >= 32 => {
-                Box::new(ZlibModel::<4>::pigz(level, block as usize, dict))
-            }
-            ModelSpec::Pigz { level, block, dict } => {
-                Box::new(ZlibModel::<1>::pigz(level, block as usize, dict))
-            }
+            ModelSpec::Zlib { level } => zlib::boxed(level, 0, false),
+            ModelSpec::Pigz { level, block, dict } => zlib::boxed(level, block as usize, dict),
             ModelSpec::GoStd { level: 1 } => Box::new(GoFastModel::new()),
-            // Links kept several deep pay where chains are long; where
-            // they are short the wider insert costs more than it saves
-            // (see `GoStdModel::links`).
-            ModelSpec::GoStd { level: level @ 6.. } => Box::new(GoStdModel::<4>::new(level)),
-            ModelSpec::GoStd { level: 5 } => Box::new(GoStdModel::<2>::new(5)),
-            ModelSpec::GoStd { level } => Box::new(GoStdModel::<1>::new(level)),
+            ModelSpec::GoStd { level } => gostd::boxed(level),
         }
     }
 

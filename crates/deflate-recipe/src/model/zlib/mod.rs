@@ -41,7 +41,7 @@ const CONFIG: [(usize, usize, usize, usize); 10] = [
 
 /// zlib match-search state. `LINKS`: how many chain links each position
 /// keeps (see `prev`); [`ModelSpec`](super::ModelSpec) picks it for the
-/// level by its chain budget (`ZlibModel::<4>::new(level)` directly).
+/// level (`ZlibModel::<4>::new(level)` directly).
 #[derive(Clone)]
 pub struct ZlibModel<const LINKS: usize = 4> {
     level: u8,
@@ -91,17 +91,22 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     rec: Option<Box<Recorder>>,
 }
 
-/// zlib's chain budget at `level` (candidates a search may weigh): links
-/// four deep per entry pay from 32 on; below, the wider insert costs more
-/// than the walk saves (levels 1, 2 and 4, whose searches weigh 4, 8 and
-/// 16 candidates at most).
-pub(super) fn chain_budget(level: u8) -> usize {
-    CONFIG[level.clamp(1, 9) as usize].3
+/// A zlib model for one stream at `level` (a pigz one when `block` > 0
+/// or `dict`), with chain links four deep per entry where a search may
+/// weigh 32 candidates or more (levels 3, 5-9) and one elsewhere (1, 2
+/// and 4, which weigh 4, 8 and 16 at most: there the wider insert costs
+/// more than the walk saves). See `ZlibModel::prev`.
+pub(super) fn boxed(level: u8, block: usize, dict: bool) -> Box<dyn Model> {
+    if CONFIG[level.clamp(1, 9) as usize].3 >= 32 {
+        Box::new(ZlibModel::<4>::pigz(level, block, dict))
+    } else {
+        Box::new(ZlibModel::<1>::pigz(level, block, dict))
+    }
 }
 
 impl<const LINKS: usize> ZlibModel<LINKS> {
-    /// New model for one stream at `level` 1..=9. Its chain budget
-    /// (`chain_budget`) tells which `LINKS` pays.
+    /// New model for one stream at `level` 1..=9 (see `boxed` for
+    /// which `LINKS` pays).
     pub fn new(level: u8) -> Self {
         let (good, lazy, nice, chain) = CONFIG[level.clamp(1, 9) as usize];
         Self {
