@@ -51,8 +51,9 @@ pub(super) fn boxed(level: u8) -> Box<dyn Model> {
 }
 
 /// Go compress/flate levels 2–9 search state. `LINKS`: how many chain
-/// links each position keeps (see `links`); [`ModelSpec`](super::ModelSpec)
-/// picks it for the level (`GoStdModel::<4>::new(level)` directly).
+/// links each position keeps (see `links`); `boxed`, which
+/// [`ModelSpec`](super::ModelSpec) builds with, picks it for the level
+/// (`GoStdModel::<4>::new(level)` directly).
 #[derive(Clone)]
 pub struct GoStdModel<const LINKS: usize = 4> {
     level: u8,
@@ -158,9 +159,7 @@ impl<const LINKS: usize> GoStdModel<LINKS> {
             // would give an index below 0 and end the chain the same way).
             super::slide_down(&mut self.head, WINDOW);
             self.links.copy_within(WINDOW + 1..2 * WINDOW + 1, 1);
-            for e in &mut self.links[1..WINDOW + 1] {
-                super::slide_down(e, WINDOW);
-            }
+            super::slide_down(self.links[1..WINDOW + 1].as_flattened_mut(), WINDOW);
             self.chain_head -= WINDOW as isize;
         }
         let n = (2 * WINDOW - self.window_end).min(src.len());

@@ -40,8 +40,9 @@ const CONFIG: [(usize, usize, usize, usize); 10] = [
 ];
 
 /// zlib match-search state. `LINKS`: how many chain links each position
-/// keeps (see `prev`); [`ModelSpec`](super::ModelSpec) picks it for the
-/// level (`ZlibModel::<4>::new(level)` directly).
+/// keeps (see `prev`); `boxed`, which [`ModelSpec`](super::ModelSpec)
+/// builds with, picks it for the level (`ZlibModel::<4>::new(level)`
+/// directly).
 #[derive(Clone)]
 pub struct ZlibModel<const LINKS: usize = 4> {
     level: u8,
@@ -238,9 +239,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 // Entries below W fall out of the window and become NIL (0).
                 super::slide_down(&mut self.head, W);
                 self.prev.copy_within(W..2 * W, 0);
-                for e in &mut self.prev[..W] {
-                    super::slide_down(e, W);
-                }
+                super::slide_down(self.prev[..W].as_flattened_mut(), W);
                 more += W;
             }
             let avail = src.len() - used;
