@@ -11,6 +11,7 @@
 //! fixtures); add a new variant for a new encoder version instead. The same
 //! holds for the header builders in `hdrpred`.
 
+mod cpus;
 mod gofast;
 mod gostd;
 mod klauspost;

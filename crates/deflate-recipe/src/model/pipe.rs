@@ -21,6 +21,7 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 
+use super::cpus::{self, CpuPair};
 use super::{Model, Spare};
 use crate::tokens::Token;
 
@@ -60,6 +61,9 @@ pub(super) struct Pipe {
     in_flight: usize,
     batch: Vec<u8>,
     spare: Spare,
+    /// The CPUs the two threads are bound to for the stream, if any
+    /// (`cpus` module docs); the caller's own set comes back on drop.
+    _cpus: Option<CpuPair>,
 }
 
 impl Pipe {
@@ -71,9 +75,17 @@ impl Pipe {
         // The model goes to the thread through a channel so that it can
         // be had back if the thread cannot be started.
         let (give, take) = channel::<M>();
+        let mut pair = CpuPair::pick();
+        let model_cpu = pair.as_ref().map(CpuPair::model_cpu);
         let spawned = std::thread::Builder::new()
             .name("deflate-model".into())
             .spawn(move || {
+                // It binds itself, and the caller binds itself only after
+                // the spawn: a thread whose binding fails keeps the
+                // caller's whole set, not the caller's one CPU.
+                if let Some(cpu) = model_cpu {
+                    cpus::bind_here(cpu);
+                }
                 if let Ok(model) = take.recv() {
                     serve(model, rx, tx);
                 }
@@ -81,6 +93,9 @@ impl Pipe {
         match spawned {
             Ok(_) => {
                 give.send(model).expect("the model's thread waits for it");
+                if let Some(p) = &mut pair {
+                    p.bind_caller();
+                }
                 Ok(Pipe {
                     chunk,
                     to: Some(to),
@@ -88,6 +103,7 @@ impl Pipe {
                     in_flight: 0,
                     batch: Vec::with_capacity(BATCH + chunk),
                     spare: Spare::default(),
+                    _cpus: pair,
                 })
             }
             Err(_) => Err(model),

@@ -1,0 +1,208 @@
+//! A CPU each for the two threads of a piped stream (`pipe.rs`).
+//!
+//! Why bind them: a piped rebuild is two threads passing batches back and
+//! forth, each waiting for the other at times, and the scheduler is free
+//! to put both on one CPU. This VM's kernel packs runnable threads onto
+//! few vCPUs (`sched_vcpu_pack` on its command line), and it did: the
+//! model's thread started on its caller's CPU and the two shared it for
+//! the first 50-80 of 167 batches of 295fef0417ad (10.8 MB, zlib -1)
+//! until the balancer parted them, in about half of the runs. Rebuilt on
+//! 2 threads that stream took 21.8-32.5 ms (median 26.9, 15 runs) with
+//! the model's thread busy for 17.7 ms of it; bound, 19.7-20.1 ms in 14
+//! of 15 runs. Moving the model's thread away once at its start, or
+//! waiting by spinning instead of sleeping, did not part them for good
+//! (20.2-30.4 and 19.1-44.8 ms).
+//!
+//! Bound for the stream only: the caller's own CPU set comes back when
+//! the pair is dropped. Only where the caller may run on two CPUs or more
+//! and both are free of another live pair of this process (streams
+//! rebuilt side by side take other CPUs, or stay unbound); Linux only.
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::sync::Mutex;
+
+    /// CPUs held by the live pairs of this process.
+    static HELD: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    const SET: usize = std::mem::size_of::<libc::cpu_set_t>();
+
+    fn held() -> std::sync::MutexGuard<'static, Vec<usize>> {
+        HELD.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn only(cpu: usize) -> libc::cpu_set_t {
+        // SAFETY: cpu_set_t is plain bits; CPU_SET checks its bounds.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            set
+        }
+    }
+
+    /// The calling thread's CPU and the one picked for the model's thread.
+    pub(in crate::model) struct CpuPair {
+        caller_tid: libc::pid_t,
+        /// The caller's CPU set before it was bound (`None`: not bound yet).
+        caller_set: Option<libc::cpu_set_t>,
+        set: libc::cpu_set_t,
+        caller_cpu: usize,
+        model_cpu: usize,
+    }
+
+    impl CpuPair {
+        /// The CPU the calling thread runs on and another it may run on,
+        /// both held until the pair is dropped; nothing bound yet.
+        pub(in crate::model) fn pick() -> Option<CpuPair> {
+            // SAFETY: plain syscalls on this thread with a buffer of SET bytes.
+            let (set, cpu) = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                if libc::sched_getaffinity(0, SET, &mut set) != 0 || libc::CPU_COUNT(&set) < 2 {
+                    return None;
+                }
+                (set, libc::sched_getcpu())
+            };
+            let cpu = usize::try_from(cpu).ok()?;
+            let n = 8 * SET;
+            // SAFETY: CPU_ISSET checks its bounds.
+            let allowed = |c: usize| c < n && unsafe { libc::CPU_ISSET(c, &set) };
+            let mut held = held();
+            if !allowed(cpu) || held.contains(&cpu) {
+                return None;
+            }
+            let other = (1..n)
+                .map(|i| (cpu + i) % n)
+                .find(|&c| allowed(c) && !held.contains(&c))?;
+            held.extend([cpu, other]);
+            Some(CpuPair {
+                // SAFETY: gettid has no preconditions.
+                caller_tid: unsafe { libc::gettid() },
+                caller_set: None,
+                set,
+                caller_cpu: cpu,
+                model_cpu: other,
+            })
+        }
+
+        /// The CPU for the model's thread ([`bind_here`] on that thread).
+        pub(in crate::model) fn model_cpu(&self) -> usize {
+            self.model_cpu
+        }
+
+        /// Bind the calling thread (the one that picked) to its CPU.
+        pub(in crate::model) fn bind_caller(&mut self) {
+            let one = only(self.caller_cpu);
+            // SAFETY: a syscall on this pair's caller thread with SET bytes.
+            if unsafe { libc::sched_setaffinity(self.caller_tid, SET, &one) } == 0 {
+                self.caller_set = Some(self.set);
+            }
+        }
+    }
+
+    impl Drop for CpuPair {
+        fn drop(&mut self) {
+            if let Some(set) = &self.caller_set {
+                // SAFETY: as in bind_caller. The tid is still the caller's:
+                // a pair is dropped by the pipe it binds, on that thread
+                // or after it (a thread id is not reused while it lives).
+                unsafe { libc::sched_setaffinity(self.caller_tid, SET, set) };
+            }
+            let (a, b) = (self.caller_cpu, self.model_cpu);
+            held().retain(|&c| c != a && c != b);
+        }
+    }
+
+    /// Bind the calling thread to `cpu`.
+    pub(in crate::model) fn bind_here(cpu: usize) {
+        let one = only(cpu);
+        // SAFETY: a syscall on this thread with a buffer of SET bytes.
+        unsafe { libc::sched_setaffinity(0, SET, &one) };
+    }
+
+    #[cfg(test)]
+    pub(in crate::model) fn current_set() -> Vec<usize> {
+        // SAFETY: as in pick.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(0, SET, &mut set), 0);
+            (0..8 * SET).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    /// Never picked off Linux: the threads stay where the OS puts them.
+    pub(in crate::model) struct CpuPair;
+
+    impl CpuPair {
+        pub(in crate::model) fn pick() -> Option<CpuPair> {
+            None
+        }
+        pub(in crate::model) fn model_cpu(&self) -> usize {
+            0
+        }
+        pub(in crate::model) fn bind_caller(&mut self) {}
+    }
+
+    pub(in crate::model) fn bind_here(_cpu: usize) {}
+}
+
+pub(super) use imp::*;
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A pair binds its caller to the CPU it ran on and picks another of
+    /// the caller's CPUs for the model; no two live pairs share a CPU; the
+    /// caller's CPU set comes back when the pair is dropped.
+    #[test]
+    fn pair_binds_and_restores() {
+        let before = current_set();
+        if before.len() < 2 {
+            return; // nothing to pick from
+        }
+        // Other tests' pipes hold CPUs for a few milliseconds at a time.
+        let pick = || {
+            (0..2000).find_map(|_| {
+                CpuPair::pick().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    None
+                })
+            })
+        };
+        let mut pair = pick().expect("two free CPUs within 2 s");
+        pair.bind_caller();
+        let mine = current_set();
+        assert_eq!(mine.len(), 1, "caller bound to one CPU: {mine:?}");
+        assert!(before.contains(&pair.model_cpu()) && mine[0] != pair.model_cpu());
+        // Another thread (with the caller's old set) gets neither CPU.
+        let taken = [mine[0], pair.model_cpu()];
+        let other = std::thread::spawn(|| CpuPair::pick().map(|p| p.model_cpu()))
+            .join()
+            .unwrap();
+        assert!(
+            other.map_or(true, |c| !taken.contains(&c)),
+            "a held CPU was picked again: {other:?} of {taken:?}"
+        );
+        if before.len() == 2 {
+            assert_eq!(other, None);
+        }
+        let model = pair.model_cpu();
+        let on_model = std::thread::spawn(move || {
+            bind_here(model);
+            current_set()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(on_model, vec![model]);
+        drop(pair);
+        assert_eq!(current_set(), before);
+        // Both CPUs were given back (on two CPUs, no pair could be had else).
+        assert!(
+            pick().is_some(),
+            "CPUs still held after the pair was dropped"
+        );
+    }
+}
