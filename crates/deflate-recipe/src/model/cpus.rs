@@ -16,7 +16,10 @@
 //! Bound for the stream only: the caller's own CPU set comes back when
 //! the pair is dropped. Only where the caller may run on two CPUs or more
 //! and both are free of another live pair of this process (streams
-//! rebuilt side by side take other CPUs, or stay unbound); Linux only.
+//! rebuilt side by side take other CPUs, or stay unbound); the model's CPU
+//! is another core than the caller's where the caller's set has one (two
+//! hardware threads of one core would share its execution units); Linux
+//! only.
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -66,13 +69,22 @@ mod imp {
             let n = 8 * SET;
             // SAFETY: CPU_ISSET checks its bounds.
             let allowed = |c: usize| c < n && unsafe { libc::CPU_ISSET(c, &set) };
+            let siblings = std::fs::read_to_string(format!(
+                "/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"
+            ))
+            .map(|s| super::cpu_list(&s))
+            .unwrap_or_default();
             let mut held = held();
             if !allowed(cpu) || held.contains(&cpu) {
                 return None;
             }
-            let other = (1..n)
-                .map(|i| (cpu + i) % n)
-                .find(|&c| allowed(c) && !held.contains(&c))?;
+            let free = |c: &usize| allowed(*c) && !held.contains(c);
+            let others = (1..n).map(|i| (cpu + i) % n);
+            let other = others
+                .clone()
+                .filter(free)
+                .find(|c| !siblings.contains(c))
+                .or_else(|| others.clone().find(free))?;
             held.extend([cpu, other]);
             Some(CpuPair {
                 // SAFETY: gettid has no preconditions.
@@ -150,13 +162,40 @@ mod imp {
 
 pub(super) use imp::*;
 
-#[cfg(all(test, target_os = "linux"))]
+/// The CPUs of a Linux CPU list ("0-3,8,10-11"); what does not parse is
+/// left out.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn cpu_list(s: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',') {
+        let mut ends = part.splitn(2, '-').map(|x| x.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), None) => cpus.push(a),
+            (Some(Ok(a)), Some(Ok(b))) if b >= a && b - a < 1 << 16 => cpus.extend(a..=b),
+            _ => {}
+        }
+    }
+    cpus
+}
+
+#[cfg(test)]
 mod tests {
+    #[allow(unused_imports)]
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list("0\n"), vec![0]);
+        assert_eq!(cpu_list("0,64"), vec![0, 64]);
+        assert_eq!(cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(cpu_list(""), Vec::<usize>::new());
+        assert_eq!(cpu_list("x,2,5-3"), vec![2]);
+    }
 
     /// A pair binds its caller to the CPU it ran on and picks another of
     /// the caller's CPUs for the model; no two live pairs share a CPU; the
     /// caller's CPU set comes back when the pair is dropped.
+    #[cfg(target_os = "linux")]
     #[test]
     fn pair_binds_and_restores() {
         let before = current_set();
