@@ -5,13 +5,13 @@
 //! to put both on one CPU. This VM's kernel packs runnable threads onto
 //! few vCPUs (`sched_vcpu_pack` on its command line), and it did: the
 //! model's thread started on its caller's CPU and the two shared it for
-//! the first 50-80 of 167 batches of 295fef0417ad (10.8 MB, zlib -1)
-//! until the balancer parted them, in about half of the runs. Rebuilt on
+//! the first 4 to 86 of the 167 batches of 295fef0417ad (10.8 MB, zlib
+//! -1) in 5 of 6 runs traced, until the balancer parted them. Rebuilt on
 //! 2 threads that stream took 21.8-32.5 ms (median 26.9, 15 runs) with
-//! the model's thread busy for 17.7 ms of it; bound, 19.7-20.1 ms in 14
+//! the model's thread busy for ~18 ms of it; bound, 19.7-20.1 ms in 14
 //! of 15 runs. Moving the model's thread away once at its start, or
-//! waiting by spinning instead of sleeping, did not part them for good
-//! (20.2-30.4 and 19.1-44.8 ms).
+//! waiting by spinning instead of sleeping, did not keep them apart
+//! (20.2-30.4 and 19.1-44.8 ms; BENCHMARKS.md).
 //!
 //! Bound for the stream only: the caller's own CPU set comes back when
 //! the pair is dropped. Only where the caller may run on two CPUs or more
@@ -180,7 +180,6 @@ fn cpu_list(s: &str) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    #[allow(unused_imports)]
     use super::*;
 
     #[test]
