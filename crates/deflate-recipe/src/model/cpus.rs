@@ -46,9 +46,9 @@ mod imp {
     /// The calling thread's CPU and the one picked for the model's thread.
     pub(in crate::model) struct CpuPair {
         caller_tid: libc::pid_t,
-        /// The caller's CPU set before it was bound (`None`: not bound yet).
-        caller_set: Option<libc::cpu_set_t>,
+        /// The caller's CPU set before it was bound.
         set: libc::cpu_set_t,
+        bound: bool,
         caller_cpu: usize,
         model_cpu: usize,
     }
@@ -89,8 +89,8 @@ mod imp {
             Some(CpuPair {
                 // SAFETY: gettid has no preconditions.
                 caller_tid: unsafe { libc::gettid() },
-                caller_set: None,
                 set,
+                bound: false,
                 caller_cpu: cpu,
                 model_cpu: other,
             })
@@ -104,20 +104,24 @@ mod imp {
         /// Bind the calling thread (the one that picked) to its CPU.
         pub(in crate::model) fn bind_caller(&mut self) {
             let one = only(self.caller_cpu);
-            // SAFETY: a syscall on this pair's caller thread with SET bytes.
-            if unsafe { libc::sched_setaffinity(self.caller_tid, SET, &one) } == 0 {
-                self.caller_set = Some(self.set);
-            }
+            // SAFETY: plain syscalls on this thread with SET bytes.
+            self.bound = unsafe {
+                libc::gettid() == self.caller_tid && libc::sched_setaffinity(0, SET, &one) == 0
+            };
         }
     }
 
     impl Drop for CpuPair {
         fn drop(&mut self) {
-            if let Some(set) = &self.caller_set {
-                // SAFETY: as in bind_caller. The tid is still the caller's:
-                // a pair is dropped by the pipe it binds, on that thread
-                // or after it (a thread id is not reused while it lives).
-                unsafe { libc::sched_setaffinity(self.caller_tid, SET, set) };
+            // Restored on the caller's own thread only (analyses and
+            // rebuilds drop their models where they made them): another
+            // thread cannot tell whether the caller still lives, and a
+            // thread id is reused once its thread has ended.
+            // SAFETY: plain syscalls on this thread with SET bytes.
+            unsafe {
+                if self.bound && libc::gettid() == self.caller_tid {
+                    libc::sched_setaffinity(0, SET, &self.set);
+                }
             }
             let (a, b) = (self.caller_cpu, self.model_cpu);
             held().retain(|&c| c != a && c != b);
