@@ -34,12 +34,12 @@ mod imp {
         HELD.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn only(cpu: usize) -> libc::cpu_set_t {
-        // SAFETY: cpu_set_t is plain bits; CPU_SET checks its bounds.
+    /// The calling thread's CPU set.
+    fn own_set() -> Option<libc::cpu_set_t> {
+        // SAFETY: a syscall on this thread with a buffer of SET bytes.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            set
+            (libc::sched_getaffinity(0, SET, &mut set) == 0).then_some(set)
         }
     }
 
@@ -57,15 +57,13 @@ mod imp {
         /// The CPU the calling thread runs on and another it may run on,
         /// both held until the pair is dropped; nothing bound yet.
         pub(in crate::model) fn pick() -> Option<CpuPair> {
-            // SAFETY: plain syscalls on this thread with a buffer of SET bytes.
-            let (set, cpu) = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                if libc::sched_getaffinity(0, SET, &mut set) != 0 || libc::CPU_COUNT(&set) < 2 {
-                    return None;
-                }
-                (set, libc::sched_getcpu())
-            };
-            let cpu = usize::try_from(cpu).ok()?;
+            let set = own_set()?;
+            // SAFETY: CPU_COUNT only reads the set.
+            if unsafe { libc::CPU_COUNT(&set) } < 2 {
+                return None;
+            }
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
             let n = 8 * SET;
             // SAFETY: CPU_ISSET checks its bounds.
             let allowed = |c: usize| c < n && unsafe { libc::CPU_ISSET(c, &set) };
@@ -103,11 +101,8 @@ mod imp {
 
         /// Bind the calling thread (the one that picked) to its CPU.
         pub(in crate::model) fn bind_caller(&mut self) {
-            let one = only(self.caller_cpu);
-            // SAFETY: plain syscalls on this thread with SET bytes.
-            self.bound = unsafe {
-                libc::gettid() == self.caller_tid && libc::sched_setaffinity(0, SET, &one) == 0
-            };
+            // SAFETY: gettid has no preconditions.
+            self.bound = unsafe { libc::gettid() } == self.caller_tid && bind_here(self.caller_cpu);
         }
     }
 
@@ -128,21 +123,24 @@ mod imp {
         }
     }
 
-    /// Bind the calling thread to `cpu`.
-    pub(in crate::model) fn bind_here(cpu: usize) {
-        let one = only(cpu);
-        // SAFETY: a syscall on this thread with a buffer of SET bytes.
-        unsafe { libc::sched_setaffinity(0, SET, &one) };
+    /// Bind the calling thread to `cpu`; whether it was.
+    pub(in crate::model) fn bind_here(cpu: usize) -> bool {
+        // SAFETY: cpu_set_t is plain bits (CPU_SET checks its bounds); a
+        // syscall on this thread with a buffer of SET bytes.
+        unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            libc::sched_setaffinity(0, SET, &one) == 0
+        }
     }
 
     #[cfg(test)]
     pub(in crate::model) fn current_set() -> Vec<usize> {
-        // SAFETY: as in pick.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(0, SET, &mut set), 0);
-            (0..8 * SET).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-        }
+        let set = own_set().expect("sched_getaffinity");
+        // SAFETY: CPU_ISSET checks its bounds.
+        (0..8 * SET)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
     }
 }
 
@@ -161,7 +159,9 @@ mod imp {
         pub(in crate::model) fn bind_caller(&mut self) {}
     }
 
-    pub(in crate::model) fn bind_here(_cpu: usize) {}
+    pub(in crate::model) fn bind_here(_cpu: usize) -> bool {
+        false
+    }
 }
 
 pub(super) use imp::*;
