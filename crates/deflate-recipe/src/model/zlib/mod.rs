@@ -8,10 +8,12 @@
 //! boundaries, so the model runs over the whole stream. GNU gzip shares the
 //! search; its output mostly agrees.
 
+mod level1;
 mod search;
+mod steps;
 
 pub(crate) use search::common_prefix;
-use search::{insert, insert_at, longest_match, At, Limits};
+use search::{insert, longest_match, At, Limits};
 
 use super::split::{Recorder, Split, W};
 use super::Model;
@@ -90,6 +92,20 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     fed: u64,
     /// Loop tops to note down, for `split`.
     rec: Option<Box<Recorder>>,
+    /// Which loop level 1's next steps take (see `level1`).
+    pick: Pick,
+}
+
+/// The step loop of a level 1 model: the two give the same tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pick {
+    /// `fast_steps`' own loop (matches dense).
+    Walk,
+    /// `level1::steps` (literals dense).
+    Level1,
+    /// Always the one given (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Only(bool),
 }
 
 /// A zlib model for one stream at `level` (a pigz one when `block` > 0
@@ -116,7 +132,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             lazy,
             nice,
             chain,
-            window: vec![0; 2 * W],
+            window: vec![0; 2 * W + level1::PAD],
             head: super::table(HASH_MASK + 1),
             prev: super::table_of(2 * W, [0; LINKS]),
             strstart: 0,
@@ -137,6 +153,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             base: 0,
             fed: 0,
             rec: None,
+            pick: Pick::Walk,
         }
     }
 
@@ -353,124 +370,6 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 self.strstart += 1;
             }
         }
-    }
-
-    /// `run_fast`'s steps while the lookahead is full, with the state in
-    /// locals and the tables sliced to their lengths (the model's thread
-    /// bounds a piped zlib -1 rebuild: each step is what it costs).
-    fn fast_steps(&mut self, out: &mut Vec<Token>) {
-        let lim = self.limits();
-        let (lazy, best) = (self.lazy, self.prev_length);
-        let w = &self.window[..];
-        let head = &mut self.head[..HASH_MASK + 1];
-        let prev = &mut self.prev[..2 * W];
-        let (mut s, mut look) = (self.strstart, self.lookahead);
-        let (mut ml, mut ms) = (self.match_length, self.match_start);
-        out.reserve(look);
-        assert!(w.len() == 2 * W && s + look <= w.len());
-        while look >= MIN_LOOKAHEAD {
-            // SAFETY (here and below): positions hashed are below s + look
-            // - 3 <= 2 W - 3 (look only falls as s grows by as much), and
-            // head was sliced to HASH_MASK + 1, prev to 2 W.
-            let hash_head = unsafe { insert_at(w, head, prev, s) };
-            if hash_head != NIL && s - hash_head <= MAX_DIST {
-                let at = At {
-                    s,
-                    lookahead: look,
-                    best,
-                };
-                ml = longest_match(w, prev, lim, at, hash_head, &mut ms);
-            }
-            if ml >= MIN_MATCH {
-                out.push(Token::matched(ml as u16, (s - ms) as u16));
-                look -= ml;
-                if ml <= lazy && look >= MIN_MATCH {
-                    for p in s + 1..s + ml {
-                        // SAFETY: p < s + ml <= s + old look - 3 (above).
-                        unsafe { insert_at(w, head, prev, p) };
-                    }
-                }
-                s += ml;
-                ml = 0;
-            } else {
-                out.push(Token::lit(w[s]));
-                look -= 1;
-                s += 1;
-            }
-        }
-        self.strstart = s;
-        self.lookahead = look;
-        self.match_length = ml;
-        self.match_start = ms;
-    }
-
-    /// `run_slow`'s steps while the lookahead is full, on locals as
-    /// [`fast_steps`](Self::fast_steps).
-    fn slow_steps(&mut self, out: &mut Vec<Token>) {
-        let lim = self.limits();
-        let (lazy, base) = (self.lazy, self.base);
-        let w = &self.window[..];
-        let head = &mut self.head[..HASH_MASK + 1];
-        let prev = &mut self.prev[..2 * W];
-        let mut rec = self.rec.as_deref_mut();
-        let (mut s, mut look) = (self.strstart, self.lookahead);
-        let (mut ml, mut ms) = (self.match_length, self.match_start);
-        let (mut pl, mut pm) = (self.prev_length, self.prev_match);
-        let mut avail = self.match_available;
-        out.reserve(look);
-        assert!(w.len() == 2 * W && s + look <= w.len());
-        while look >= MIN_LOOKAHEAD {
-            if let Some(rec) = &mut rec {
-                if !avail && ml == MIN_MATCH - 1 {
-                    rec.note(base + s as u64, base, out.len());
-                }
-            }
-            // SAFETY (here and below): s + look <= 2 W as in `fast_steps`;
-            // the match's positions end at s + pl - 2 <= s + 256 < s + look - 4.
-            let hash_head = unsafe { insert_at(w, head, prev, s) };
-            pl = ml;
-            pm = ms;
-            ml = MIN_MATCH - 1;
-            if hash_head != NIL && pl < lazy && s - hash_head <= MAX_DIST {
-                let at = At {
-                    s,
-                    lookahead: look,
-                    best: pl,
-                };
-                ml = longest_match(w, prev, lim, at, hash_head, &mut ms);
-                if ml == MIN_MATCH && s.wrapping_sub(ms) > TOO_FAR {
-                    ml = MIN_MATCH - 1;
-                }
-            }
-            if pl >= MIN_MATCH && ml <= pl {
-                let max_insert = s + look - MIN_MATCH;
-                out.push(Token::matched(pl as u16, (s - 1 - pm) as u16));
-                look -= pl - 1;
-                // The match's positions after the two already hashed.
-                for p in s + 1..=(s + pl - 2).min(max_insert) {
-                    unsafe { insert_at(w, head, prev, p) };
-                }
-                s += pl - 1;
-                pl = 0;
-                avail = false;
-                ml = MIN_MATCH - 1;
-            } else if avail {
-                out.push(Token::lit(w[s - 1]));
-                s += 1;
-                look -= 1;
-            } else {
-                avail = true;
-                s += 1;
-                look -= 1;
-            }
-        }
-        self.strstart = s;
-        self.lookahead = look;
-        self.match_length = ml;
-        self.match_start = ms;
-        self.prev_length = pl;
-        self.prev_match = pm;
-        self.match_available = avail;
     }
 
     fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {

@@ -8,7 +8,7 @@ use crate::model::chain_entry as entry;
 /// zlib's hash, `(b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK`, of the three bytes
 /// in the low 24 bits of `v` (read little-endian; the top byte is ignored).
 #[inline(always)]
-fn hash(v: u32) -> usize {
+pub(super) fn hash(v: u32) -> usize {
     (((v & 0x1f) << 10) ^ ((v >> 3) & 0x1fe0) ^ ((v >> 16) & 0xff)) as usize
 }
 
