@@ -14,7 +14,7 @@
 //! joined it, and it joins at the head), and the four candidates' first 8
 //! bytes are compared at once and the first longest taken without a
 //! branch per candidate. The 46 MB tar's GNU gzip -1 stream (57 %
-//! literals): the model 248-258 -> 212-216 ms. Where matches dominate
+//! literals): the model 241-258 -> 210-222 ms. Where matches dominate
 //! (295fef0417ad: 5 % literals) the chain loaded ahead is mostly wasted
 //! and the branchy walk, which stops at the first 8-byte candidate
 //! without loading the rest, is faster (19.7 against 21.2 ms), so the
