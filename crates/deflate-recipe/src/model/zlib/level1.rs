@@ -21,7 +21,7 @@
 //! model picks the loop by how dense in tokens the last steps were
 //! ([`DENSE`]).
 
-use super::search::{common_prefix, hash, insert_at};
+use super::search::{common_prefix, hash, take_match};
 use super::{MAX_DIST, MAX_MATCH, MIN_LOOKAHEAD, MIN_MATCH, NIL, W};
 use crate::tokens::Token;
 
@@ -42,7 +42,7 @@ pub(super) const NICE: usize = 8;
 
 /// Where the steps are: position, lookahead, match length and start.
 #[derive(Clone, Copy)]
-pub(super) struct At {
+pub(super) struct Cursor {
     pub s: usize,
     pub look: usize,
     pub ml: usize,
@@ -56,10 +56,10 @@ pub(super) fn steps<const L: usize>(
     head: &mut [u16],
     prev: &mut [[u16; L]],
     max_insert: usize,
-    at: &mut At,
+    at: &mut Cursor,
     out: &mut Vec<Token>,
 ) {
-    let At {
+    let Cursor {
         mut s,
         mut look,
         mut ml,
@@ -141,16 +141,7 @@ pub(super) fn steps<const L: usize>(
             }
         }
         if ml >= MIN_MATCH {
-            out.push(Token::matched(ml as u16, (s - ms) as u16));
-            look -= ml;
-            if ml <= max_insert && look >= MIN_MATCH {
-                for p in s + 1..s + ml {
-                    // SAFETY: p + 4 <= s + look <= 2 W + PAD (ml < look
-                    // - 3), p < 2 W = prev.len(), head has 2^15 entries.
-                    unsafe { insert_at(w, head, prev, p) };
-                }
-            }
-            s += ml;
+            (s, look) = take_match(w, head, prev, out, (s, look), (ml, ms), max_insert);
             ml = 0;
             chained = false;
             if look >= MIN_LOOKAHEAD {
@@ -177,7 +168,7 @@ pub(super) fn steps<const L: usize>(
             h = h1;
         }
     }
-    *at = At { s, look, ml, ms };
+    *at = Cursor { s, look, ml, ms };
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! longest_match, as free functions over the model's window and tables so
 //! that the step loops can hold them in locals.
 
-use super::{HASH_MASK, MAX_DIST, MAX_MATCH, NIL, W};
+use super::{HASH_MASK, MAX_DIST, MAX_MATCH, MIN_MATCH, NIL, W};
 use crate::model::chain_entry as entry;
+use crate::tokens::Token;
 
 /// zlib's hash, `(b0 << 10 ^ b1 << 5 ^ b2) & HASH_MASK`, of the three bytes
 /// in the low 24 bits of `v` (read little-endian; the top byte is ignored).
@@ -69,6 +70,33 @@ pub(super) unsafe fn insert_at<const L: usize>(
     *prev.get_unchecked_mut(p) = e;
     *head.get_unchecked_mut(h) = p as u16;
     old
+}
+
+/// deflate_fast's step after a match of `ml` bytes at `s` starting at
+/// `ms`: the token, then, for a match no longer than `max_insert`, the
+/// match's other positions hashed (zlib hashes none of a longer one's).
+/// Returns the position and lookahead after it.
+#[inline(always)]
+pub(super) fn take_match<const L: usize>(
+    w: &[u8],
+    head: &mut [u16],
+    prev: &mut [[u16; L]],
+    out: &mut Vec<Token>,
+    (s, look): (usize, usize),
+    (ml, ms): (usize, usize),
+    max_insert: usize,
+) -> (usize, usize) {
+    out.push(Token::matched(ml as u16, (s - ms) as u16));
+    let look = look - ml;
+    if ml <= max_insert && look >= MIN_MATCH {
+        assert!(s + ml + 3 <= w.len() && s + ml <= prev.len() && head.len() == HASH_MASK + 1);
+        for p in s + 1..s + ml {
+            // SAFETY: p + 4 <= s + ml + 3 <= w.len() and p < prev.len()
+            // (asserted above).
+            unsafe { insert_at(w, head, prev, p) };
+        }
+    }
+    (s + ml, look)
 }
 
 /// A level's search limits (zlib's `configuration_table`).

@@ -3,7 +3,7 @@
 //! rebuild, with the state in locals and the tables sliced to their
 //! lengths.
 
-use super::search::{insert_at, longest_match, At};
+use super::search::{insert_at, longest_match, take_match, At};
 use super::{level1, Pick, ZlibModel, HASH_MASK, MAX_DIST, MIN_LOOKAHEAD, MIN_MATCH, NIL, TOO_FAR};
 use crate::model::split::W;
 use crate::tokens::Token;
@@ -30,7 +30,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             && (lim.chain, lim.nice, best) == (level1::CHAIN, level1::NICE, MIN_MATCH - 1)
             && matches!(self.pick, Pick::Level1 | Pick::Only(true));
         if level1 {
-            let mut at = level1::At { s, look, ml, ms };
+            let mut at = level1::Cursor { s, look, ml, ms };
             level1::steps(padded, head, prev, lazy, &mut at, out);
             (s, look, ml, ms) = (at.s, at.look, at.ml, at.ms);
         }
@@ -48,15 +48,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 ml = longest_match(w, prev, lim, at, hash_head, &mut ms);
             }
             if ml >= MIN_MATCH {
-                out.push(Token::matched(ml as u16, (s - ms) as u16));
-                look -= ml;
-                if ml <= lazy && look >= MIN_MATCH {
-                    for p in s + 1..s + ml {
-                        // SAFETY: p < s + ml <= s + old look - 3 (above).
-                        unsafe { insert_at(w, head, prev, p) };
-                    }
-                }
-                s += ml;
+                (s, look) = take_match(w, head, prev, out, (s, look), (ml, ms), lazy);
                 ml = 0;
             } else {
                 out.push(Token::lit(w[s]));
