@@ -68,6 +68,9 @@ struct Analyzer<W: Write> {
     backlog_bytes: usize,
     /// pgzip block size learnt from the first sync marker (0: none yet).
     segment: u64,
+    /// Plaintext at which the candidates are next weighed to keep one
+    /// (from [`SELECT_AFTER`]; see `select_or_defer`).
+    select_at: u64,
     /// Candidates `Pigz { level, block: 0, dict }` not run yet because the
     /// `Zlib { level }` candidate predicts the same until a block size is
     /// learnt; forked from it then (in this order, as if they had been
@@ -250,6 +253,28 @@ impl<W: Write> Analyzer<W> {
         self.cands.retain(|c| c.cost() <= limit);
     }
 
+    /// Keep the candidate with the fewest corrections, unless the one that
+    /// predicts literals only is among the cheapest: then the plaintext so
+    /// far told the models nothing (stored blocks, or no match: a layer
+    /// that starts with compressed files), and choosing by list order
+    /// there chose literals only, whose recipe then held every later match
+    /// (15 % of a gzip -1 stream that starts with 5 MB of random bytes).
+    /// The cheapest keep running and are weighed again at twice the
+    /// plaintext.
+    fn select_or_defer(&mut self) {
+        let best = self.cands.iter().map(|c| c.cost()).min().unwrap_or(0);
+        let undecided = self
+            .cands
+            .iter()
+            .any(|c| c.spec == ModelSpec::Literals && c.cost() == best);
+        if undecided {
+            self.cands.retain(|c| c.cost() == best);
+            self.select_at = self.total.saturating_mul(2);
+        } else {
+            self.select(1);
+        }
+    }
+
     /// Keep the `keep` candidates with the fewest corrections (stable order on ties).
     fn select(&mut self, keep: usize) {
         if self.cands.len() > keep {
@@ -325,8 +350,10 @@ impl<W: Write> Sink for Analyzer<W> {
             }
         }
         if self.total >= SELECT_AFTER {
-            self.flush();
-            self.select(1);
+            if self.cands.len() > 1 && self.total >= self.select_at {
+                self.flush();
+                self.select_or_defer();
+            }
             if let [c] = &mut self.cands[..] {
                 c.go_parallel(self.threads);
                 self.tok_packer.absorb(&mut c.diff.out)?;
@@ -453,6 +480,7 @@ pub fn analyze_with<R: Read, W: Write>(
         backlog_bytes: 0,
         segment: 0,
         deferred: Vec::new(),
+        select_at: SELECT_AFTER,
     };
     let mut members = Vec::new();
     loop {
