@@ -52,15 +52,7 @@ fn gnu_gzip_levels() {
 /// match (before the fix: 15 % of the stream at -1, 12 % at -6).
 #[test]
 fn incompressible_start_still_gets_a_model() {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut data: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let mut data = noise(3 << 20, 9);
     data.extend(sample(1 << 20, 5));
     for level in [1, 6] {
         let Some(gz) = run("gzip", &[&format!("-{level}"), "-c", "-n"], &data) else {

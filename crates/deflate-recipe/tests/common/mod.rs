@@ -82,6 +82,19 @@ pub fn sample(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Deterministic bytes that do not compress.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u8
+        })
+        .collect()
+}
+
 /// Run `cmd args` with `input` on stdin; `None` if the program is missing.
 pub fn run(cmd: &str, args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
     let mut child = Command::new(cmd)

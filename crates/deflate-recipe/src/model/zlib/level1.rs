@@ -189,17 +189,6 @@ mod tests {
         out
     }
 
-    /// xorshift64*: the same bytes on every run.
-    fn rng(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed;
-        move || {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     /// Literal-dense and match-dense stretches, chains of every length:
     /// random bytes, text from a small vocabulary, long runs of one byte,
     /// four-letter noise (short matches, crowded chains), strings whose
@@ -207,7 +196,8 @@ mod tests {
     /// inside and just outside zlib's 32 506-byte reach, and 258-byte
     /// repeats; each over several window slides.
     fn samples() -> Vec<(&'static str, Vec<u8>)> {
-        let mut r = rng(0x5eed);
+        let mut g = crate::tests::Lcg(0x5eed);
+        let mut r = || u64::from(g.next());
         let random: Vec<u8> = (0..300_000).map(|_| r() as u8).collect();
         let words = [
             "the ", "layer ", "blob ", "tar ", "recipe ", "zlib ", "\n", "a", "of ",

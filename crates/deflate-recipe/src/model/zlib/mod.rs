@@ -13,7 +13,7 @@ mod search;
 mod steps;
 
 pub(crate) use search::common_prefix;
-use search::{insert, longest_match, At, Limits};
+use search::{insert, longest_match, take_match, At, Limits};
 
 use super::split::{Recorder, Split, W};
 use super::Model;
@@ -347,23 +347,14 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 self.match_length = self.longest_match(hash_head);
             }
             if self.match_length >= MIN_MATCH {
-                out.push(Token::matched(
-                    self.match_length as u16,
-                    (self.strstart - self.match_start) as u16,
-                ));
-                self.lookahead -= self.match_length;
-                if self.match_length <= self.lazy && self.lookahead >= MIN_MATCH {
-                    self.match_length -= 1;
-                    while self.match_length != 0 {
-                        self.strstart += 1;
-                        self.insert(self.strstart);
-                        self.match_length -= 1;
-                    }
-                    self.strstart += 1;
-                } else {
-                    self.strstart += self.match_length;
-                    self.match_length = 0;
-                }
+                let w = &self.window[..2 * W];
+                let (at, m) = (
+                    (self.strstart, self.lookahead),
+                    (self.match_length, self.match_start),
+                );
+                (self.strstart, self.lookahead) =
+                    take_match(w, &mut self.head, &mut self.prev, out, at, m, self.lazy);
+                self.match_length = 0;
             } else {
                 self.lit(out, self.strstart);
                 self.lookahead -= 1;
