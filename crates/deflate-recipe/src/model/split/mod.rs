@@ -25,7 +25,11 @@
 //! instead (`pipe.rs`). (Pieces started 72 KiB early with empty chains,
 //! joined where their tokens fell into step with the true run's, were
 //! exact but cost more than they gained: a 46 MB gzip -1 stream rebuilt
-//! 20 % slower than on its own thread, at 45 MB more memory.)
+//! 20 % slower than on its own thread, at 45 MB more memory. On
+//! 295fef0417ad, whose matches come in a few lengths (3, 9, 20 bytes),
+//! such pieces met the true run at 0-2 of 10 starts: the two runs hash
+//! different positions inside earlier matches, and the data's repeats
+//! keep them out of step; see BENCHMARKS.md.)
 //!
 //! Both encoders slide their 64 KiB window by 32 KiB at the first loop top
 //! at least 261 bytes short of its end, so away from those stretches the
