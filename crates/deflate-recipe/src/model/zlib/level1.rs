@@ -1,44 +1,181 @@
-//! zlib level 1's steps where the stream is mostly literals: the same
-//! tokens as `fast_steps` with [`longest_match`](super::search), found
-//! with fewer stalls.
+//! zlib level 1 with its hash chains kept four deep in the hash table:
+//! the same tokens as zlib's `head` and `prev`, found with fewer loads.
 //!
 //! At level 1 a search weighs at most four candidates (the chain's head
-//! and three links) and stops at the first one matching 8 bytes (`nice`).
-//! Where most positions end as literals, the time per token is the
-//! loads a search waits on (hash head, then link after link, then each
-//! candidate's bytes, mostly from L2) and the branches on what they hold,
-//! which mispredict whenever a candidate fails or a chain ends. Here, in
-//! a run of literals, the next position's head and its three links are
-//! loaded before this position is searched (when this one ends as a
-//! literal, that is the next search's chain: only `s` itself can have
-//! joined it, and it joins at the head), and the four candidates' first 8
-//! bytes are compared at once and the first longest taken without a
-//! branch per candidate. The 46 MB tar's GNU gzip -1 stream (57 %
-//! literals): the model 241-258 -> 210-222 ms. Where matches dominate
-//! (295fef0417ad: 5 % literals) the chain loaded ahead is mostly wasted
-//! and the branchy walk, which stops at the first 8-byte candidate
-//! without loading the rest, is faster (19.7 against 21.2 ms), so the
-//! model picks the loop by how dense in tokens the last steps were
-//! ([`DENSE`]).
+//! and three links: `max_chain` 4) and stops at the first one matching 8
+//! bytes (`nice`). So the first four entries of a chain are all a search
+//! can use, and they are the four positions last hashed alike: each
+//! entry of [`Four`] holds those, newest first, and hashing a position
+//! shifts it in. One load gives all four candidates where zlib's chain
+//! gives them one link at a time, each waiting on the last, and there is
+//! no `prev` table to move at each slide. The model over the 46 MB tar
+//! (GNU gzip -1: 57 % literals) takes 188-190 ms against 217-219 with
+//! `head` and `prev`, over 32fd326432a1's (99 %) 28.1-28.3 against 29.8,
+//! over 295fef0417ad's (5 %) 19.4 against 19.4-19.7 (BENCHMARKS.md).
+//!
+//! Why the entries are zlib's links: zlib's `prev[p]` is the head of
+//! `p`'s chain when `p` was hashed, the position last hashed alike before
+//! `p`, so a chain is the positions hashed alike, newest first, which is
+//! what an entry holds. A slide lowers every position by W (a lane below
+//! W becomes 0, zlib's "no entry") in both. Lanes are in descending order,
+//! so a lane at or below the search's limit ends the chain as zlib's link
+//! would, and every lane after it is lower still.
+//!
+//! Two loops give the same tokens: [`steps`] weighs the head first and
+//! the other three only if it matches less than 8 bytes (where matches
+//! dominate, most searches end at the head); in a run of literals it also
+//! loads the next position's entry before this search, which is the next
+//! search's chain if this position ends as a literal (with this position
+//! shifted in when both hash alike). The model picks by how dense in
+//! tokens the last steps were ([`DENSE`]).
 
-use super::search::{common_prefix, hash, take_match};
-use super::{MAX_DIST, MAX_MATCH, MIN_LOOKAHEAD, MIN_MATCH, NIL, W};
+use super::search::{common_prefix, hash, At, Limits};
+use super::{HASH_MASK, MAX_DIST, MAX_MATCH, MIN_LOOKAHEAD, MIN_MATCH, NIL, W};
 use crate::tokens::Token;
 
-/// Steps that averaged fewer plaintext bytes per token than this take
-/// this loop next time (the 46 MB tar: 3.7 bytes a token; 295fef0417ad:
-/// 9.2). Chosen by measurement: 6 to 16 were within 2 % on the first,
-/// 16 lost 6 % on the second.
+/// Steps that averaged fewer plaintext bytes per token than this load
+/// the next entry ahead next time (the 46 MB tar: 3.7 bytes a token;
+/// 295fef0417ad: 9.2, where loading ahead cost 8 % in a prototype).
 pub(super) const DENSE: usize = 8;
 
 /// Bytes past the window's 2 W that the model keeps, so that the 8 bytes
-/// at any `u16` position can be read without a bounds check (links that
+/// at any `u16` position can be read without a bounds check (lanes that
 /// zlib would not follow are read too, and may point anywhere).
 pub(super) const PAD: usize = 8;
 
 /// Level 1's search limits: four candidates, stop at 8 bytes.
 pub(super) const CHAIN: usize = 4;
 pub(super) const NICE: usize = 8;
+
+/// One entry per hash: the four positions last hashed to it, 16 bits
+/// each, newest in the low bits (0: none). One u64 rather than `[u16;
+/// 4]`: hashing a position in is a shift and an or (the 46 MB tar's
+/// model 201 -> 188 ms).
+pub(super) type Four = u64;
+
+/// Entry `e` with position `p` hashed in.
+#[inline(always)]
+fn shift_in(e: Four, p: usize) -> Four {
+    (e << 16) | p as u64
+}
+
+/// The `k`th newest position of entry `e` (0: the head).
+#[inline(always)]
+pub(super) fn lane(e: Four, k: usize) -> usize {
+    (e >> (16 * k)) as u16 as usize
+}
+
+/// An entry holding `head` alone.
+pub(super) fn only(head: usize) -> Four {
+    head as u64
+}
+
+/// Hash position `p`; returns its chain before (zlib's old head first).
+#[inline(always)]
+pub(super) fn insert(w: &[u8], four: &mut [Four], p: usize) -> Four {
+    let h = hash(u32::from_le_bytes([w[p], w[p + 1], w[p + 2], 0]));
+    let e = four[h];
+    four[h] = shift_in(e, p);
+    e
+}
+
+/// A slide by W: every lane lowered, those below W to 0.
+pub(super) fn slide(four: &mut [Four]) {
+    // SAFETY: the same memory as 4 u16 lanes per entry: u16's alignment
+    // divides u64's and every bit pattern is a valid u16; `four` is
+    // borrowed mutably for the view's life.
+    let lanes =
+        unsafe { std::slice::from_raw_parts_mut(four.as_mut_ptr() as *mut u16, four.len() * 4) };
+    super::super::slide_down(lanes, W);
+}
+
+/// zlib's longest_match over the chain `e` (`e[0]` is the head, not
+/// none and within MAX_DIST of `at.s`): the longest match strictly longer
+/// than `at.best`, nearest first on ties, within the chain and nice
+/// limits; `match_start` is moved to it. For the steps near the end of
+/// the stream, where the lookahead is short (`steps` has its own).
+pub(super) fn longest_match(
+    w: &[u8],
+    e: Four,
+    lim: Limits,
+    at: At,
+    match_start: &mut usize,
+) -> usize {
+    let At {
+        s,
+        lookahead,
+        mut best,
+    } = at;
+    assert!(lim.chain <= CHAIN);
+    let mut chain = lim.chain;
+    let nice = lim.nice.min(lookahead);
+    let limit = if s > MAX_DIST { s - MAX_DIST } else { NIL };
+    if best >= lim.good {
+        chain >>= 2;
+    }
+    let avail = lookahead.min(MAX_MATCH);
+    if best >= avail {
+        return best.min(lookahead);
+    }
+    let mut found = *match_start;
+    let mut k = 0;
+    loop {
+        let cur = lane(e, k);
+        // zlib's first checks: the two bytes ending at the length to
+        // beat, then the first two (the third follows from the hash).
+        if w[cur + best - 1..=cur + best] == w[s + best - 1..=s + best]
+            && w[cur..cur + 2] == w[s..s + 2]
+        {
+            let len = 2 + common_prefix(&w[cur + 2..], &w[s + 2..s + avail]);
+            if len > best {
+                found = cur;
+                best = len;
+                if len >= nice || len >= avail {
+                    break;
+                }
+            }
+        }
+        k += 1;
+        if k == CHAIN || lane(e, k) <= limit {
+            break;
+        }
+        chain -= 1;
+        if chain == 0 {
+            break;
+        }
+    }
+    *match_start = found;
+    best.min(lookahead)
+}
+
+/// deflate_fast's step after a match of `ml` bytes at `s` starting at
+/// `ms`, as `search::take_match`, hashing into `four`.
+#[inline(always)]
+pub(super) fn take_match(
+    w: &[u8],
+    four: &mut [Four],
+    out: &mut Vec<Token>,
+    (s, look): (usize, usize),
+    (ml, ms): (usize, usize),
+    max_insert: usize,
+) -> (usize, usize) {
+    out.push(Token::matched(ml as u16, (s - ms) as u16));
+    let look = look - ml;
+    if ml <= max_insert && look >= MIN_MATCH {
+        assert!(s + ml + 3 <= w.len() && four.len() == HASH_MASK + 1);
+        let wp = w.as_ptr();
+        for p in s + 1..s + ml {
+            // SAFETY: p + 4 <= s + ml + 3 <= w.len() (asserted above);
+            // a hash is below 2^15 = four.len().
+            unsafe {
+                let h = hash(u32::from_le((wp.add(p) as *const u32).read_unaligned()));
+                let e = *four.get_unchecked(h);
+                *four.get_unchecked_mut(h) = shift_in(e, p);
+            }
+        }
+    }
+    (s + ml, look)
+}
 
 /// Where the steps are: position, lookahead, match length and start.
 #[derive(Clone, Copy)]
@@ -49,16 +186,33 @@ pub(super) struct Cursor {
     pub ms: usize,
 }
 
-/// `fast_steps` for level 1 (`max_insert` = 4, best so far 2), while the
-/// lookahead is full.
-pub(super) fn steps<const L: usize>(
+/// `fast_steps` for level 1 (`max_insert` = 4, best so far 2) while the
+/// lookahead is full; `ahead`: load the next position's entry before
+/// each search in a run of literals.
+pub(super) fn steps(
     w: &[u8],
-    head: &mut [u16],
-    prev: &mut [[u16; L]],
+    four: &mut [Four],
+    max_insert: usize,
+    ahead: bool,
+    at: &mut Cursor,
+    out: &mut Vec<Token>,
+) {
+    // One loop for each: the branches on `ahead` out of the hot path.
+    if ahead {
+        steps_as::<true>(w, four, max_insert, at, out)
+    } else {
+        steps_as::<false>(w, four, max_insert, at, out)
+    }
+}
+
+fn steps_as<const AHEAD: bool>(
+    w: &[u8],
+    four: &mut [Four],
     max_insert: usize,
     at: &mut Cursor,
     out: &mut Vec<Token>,
 ) {
+    let ahead = AHEAD;
     let Cursor {
         mut s,
         mut look,
@@ -66,55 +220,37 @@ pub(super) fn steps<const L: usize>(
         mut ms,
     } = *at;
     // Every read below is in bounds by type: positions are u16 (< 2 W),
-    // `prev` has 2 W entries, `head` 2^15, and the window 2 W + PAD bytes.
-    assert!(w.len() == 2 * W + PAD && prev.len() == 2 * W);
-    assert!(head.len() == super::HASH_MASK + 1 && 2 * W == 1 << 16);
+    // `four` has 2^15 entries, and the window 2 W + PAD bytes.
+    assert!(w.len() == 2 * W + PAD && four.len() == HASH_MASK + 1 && 2 * W == 1 << 16);
     assert!(s + look <= 2 * W && look >= MIN_LOOKAHEAD && max_insert < MIN_LOOKAHEAD);
     let wp = w.as_ptr();
     // SAFETY: p < 2 W (a u16 position, or s + 1 < s + look <= 2 W), so
     // p + 8 <= w.len().
     let ld = |p: usize| unsafe { u64::from_le((wp.add(p) as *const u64).read_unaligned()) };
-    // SAFETY: p < 2 W = prev.len() (a u16 position, or s < 2 W).
-    let link = |prev: &[[u16; L]], p: usize| unsafe { prev.get_unchecked(p)[0] as usize };
-    let chain = |prev: &[[u16; L]], c0: usize| {
-        let c1 = link(prev, c0);
-        let c2 = link(prev, c1);
-        (c1, c2, link(prev, c2))
-    };
-    let mut h = hash(ld(s) as u32);
-    let mut c0 = head[h] as usize;
-    let (mut c1, mut c2, mut c3) = chain(prev, c0);
-    // Whether c1..c3 are loaded (not after a match, where the search
-    // needs them only if the head matches less than 8 bytes).
-    let mut chained = true;
+    // SAFETY: h < 2^15 = four.len() (a hash).
+    let entry = |four: &[Four], h: usize| unsafe { *four.get_unchecked(h) };
+    let mut sv = ld(s);
+    let mut h = hash(sv as u32);
+    let mut e = entry(four, h);
     while look >= MIN_LOOKAHEAD {
-        let h1 = hash(ld(s + 1) as u32);
-        // In a run of literals, the next position's chain, loaded before
-        // this search (head[h1] is not touched by inserting s unless
-        // h1 == h, handled below).
-        let ahead = chained;
-        let (mut n0, mut n1, mut n2, mut n3) = (0, 0, 0, 0);
+        // The next position's entry, which is the next search's chain if
+        // this position ends as a literal (loaded only where they abound).
+        let (mut sv1, mut h1, mut e1) = (0, 0, 0);
         if ahead {
-            // SAFETY: h1 < 2^15 = head.len().
-            n0 = unsafe { *head.get_unchecked(h1) } as usize;
-            (n1, n2, n3) = chain(prev, n0);
+            sv1 = ld(s + 1);
+            h1 = hash(sv1 as u32);
+            e1 = entry(four, h1);
         }
-        let hash_head = c0;
-        // SAFETY: s < 2 W = prev.len(); h < 2^15 = head.len().
-        unsafe {
-            *prev.get_unchecked_mut(s) = [c0 as u16; L];
-            *head.get_unchecked_mut(h) = s as u16;
-        }
-        if hash_head != NIL && s - hash_head <= MAX_DIST {
-            let limit = if s > MAX_DIST { s - MAX_DIST } else { NIL };
-            let sv = ld(s);
+        // SAFETY: as `entry`.
+        unsafe { *four.get_unchecked_mut(h) = shift_in(e, s) };
+        let c0 = lane(e, 0);
+        if c0 != NIL && s - c0 <= MAX_DIST {
             let len8 = |c: usize| ((ld(c) ^ sv).trailing_zeros() / 8) as usize;
             let (mut best, mut cur) = (len8(c0), c0);
             if best < NICE {
-                if !chained {
-                    (c1, c2, c3) = chain(prev, c0);
-                }
                 // zlib stops at the first link at or below the limit.
+                let limit = if s > MAX_DIST { s - MAX_DIST } else { NIL };
+                let (c1, c2, c3) = (lane(e, 1), lane(e, 2), lane(e, 3));
                 let v1 = c1 > limit;
                 let v2 = v1 & (c2 > limit);
                 let v3 = v2 & (c3 > limit);
@@ -141,31 +277,26 @@ pub(super) fn steps<const L: usize>(
             }
         }
         if ml >= MIN_MATCH {
-            (s, look) = take_match(w, head, prev, out, (s, look), (ml, ms), max_insert);
+            (s, look) = take_match(w, four, out, (s, look), (ml, ms), max_insert);
             ml = 0;
-            chained = false;
             if look >= MIN_LOOKAHEAD {
-                h = hash(ld(s) as u32);
-                c0 = head[h] as usize;
+                sv = ld(s);
+                h = hash(sv as u32);
+                e = entry(four, h);
             }
         } else {
             out.push(Token::lit(w[s]));
             look -= 1;
             if !ahead {
-                n0 = head[h1] as usize;
-                (n1, n2, n3) = chain(prev, n0);
+                sv1 = ld(s + 1);
+                h1 = hash(sv1 as u32);
+                e1 = entry(four, h1);
+            } else if h1 == h {
+                // Loaded before s was shifted into it.
+                e1 = shift_in(e, s);
             }
-            if h1 == h {
-                // s heads the next position's chain, before s's own (whose
-                // links are loaded: by the search, or no search ran as c0
-                // is out of reach, and so are the links after it).
-                (c0, c1, c2, c3) = (s, c0, c1, c2);
-            } else {
-                (c0, c1, c2, c3) = (n0, n1, n2, n3);
-            }
-            chained = true;
             s += 1;
-            h = h1;
+            (sv, h, e) = (sv1, h1, e1);
         }
     }
     *at = Cursor { s, look, ml, ms };
@@ -177,10 +308,16 @@ mod tests {
     use crate::model::Model;
     use crate::tokens::Token;
 
-    /// Tokens of a level 1 model over `data` fed in 64 KiB chunks.
-    fn tokens(data: &[u8], pick: Pick) -> Vec<Token> {
-        let mut m = ZlibModel::<1>::new(1);
-        m.pick = pick;
+    /// Tokens of a level 1 model over `data` fed in 64 KiB chunks: on its
+    /// four-deep chains with `pick`, or on zlib's `head` and `prev`.
+    fn tokens(data: &[u8], pick: Option<Pick>) -> Vec<Token> {
+        let mut m = match pick {
+            Some(pick) => ZlibModel::<1> {
+                pick,
+                ..ZlibModel::new(1)
+            },
+            None => ZlibModel::<1>::on_chains(1),
+        };
         let mut out = Vec::new();
         for c in data.chunks(1 << 16) {
             m.predict(c, &mut out);
@@ -247,17 +384,23 @@ mod tests {
         ]
     }
 
-    /// Both loops, and the model switching between them as it goes, give
-    /// zlib's tokens (the walk's, checked against zlib's own output by the
-    /// stream tests) on every sample.
+    /// Both loops on the four-deep chains, and the model switching
+    /// between them as it goes, give the tokens of zlib's walk over
+    /// `head` and `prev` (checked against zlib's own output by the stream
+    /// tests, for levels 2 and 3 as for 1 before) on every sample.
     #[test]
     fn same_tokens_as_the_walk() {
         for (name, data) in samples() {
-            let walk = tokens(&data, Pick::Only(false));
-            let level1 = tokens(&data, Pick::Only(true));
-            let auto = tokens(&data, Pick::Walk);
+            let walk = tokens(&data, None);
+            let plain = tokens(&data, Some(Pick::Only(false)));
+            let ahead = tokens(&data, Some(Pick::Only(true)));
+            let auto = tokens(&data, Some(Pick::Plain));
             assert!(walk.len() > 1000, "{name}");
-            assert!(walk == level1, "{name}: level1 differs from the walk");
+            assert!(walk == plain, "{name}: plain steps differ from the walk");
+            assert!(
+                walk == ahead,
+                "{name}: steps loading ahead differ from the walk"
+            );
             assert!(
                 walk == auto,
                 "{name}: switching loops differs from the walk"
@@ -265,8 +408,8 @@ mod tests {
         }
     }
 
-    /// Each loop runs where it should: literal-dense data takes `steps`,
-    /// match-dense data the walk.
+    /// Each loop runs where it should: literal-dense data loads ahead,
+    /// match-dense data does not.
     #[test]
     fn picks_by_density() {
         let samples = samples();
@@ -278,7 +421,7 @@ mod tests {
             m.predict(&data[1 << 16..2 << 16], &mut out);
             m.pick
         };
-        assert_eq!(pick_after("random"), Pick::Level1);
-        assert_eq!(pick_after("runs"), Pick::Walk);
+        assert_eq!(pick_after("random"), Pick::Ahead);
+        assert_eq!(pick_after("runs"), Pick::Plain);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Written from the description of zlib's deflate.c (see DEFLATE-NOTES §2):
 //! window-relative positions in a 64 KiB buffer sliding by 32 KiB, hash of
-//! three bytes, chains through `prev`, index 0 doubling as "no entry", and
+//! three bytes, chains through `prev` (at level 1 kept four deep in the
+//! hash table instead: `level1`), index 0 doubling as "no entry", and
 //! the level table (good, lazy, nice, chain). Tokens do not depend on block
 //! boundaries, so the model runs over the whole stream. GNU gzip shares the
 //! search; its output mostly agrees.
@@ -13,7 +14,7 @@ mod search;
 mod steps;
 
 pub(crate) use search::common_prefix;
-use search::{insert, longest_match, take_match, At, Limits};
+use search::{insert, longest_match, At, Limits};
 
 use super::split::{Recorder, Split, W};
 use super::Model;
@@ -66,6 +67,9 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     /// candidates above `strstart - MAX_DIST` only, whose ring slots no
     /// later position has reached yet.
     prev: Vec<[u16; LINKS]>,
+    /// Level 1's chains, four deep in the hash table (`level1`): used
+    /// there instead of `head` and `prev`, which are then empty.
+    four: Vec<level1::Four>,
     strstart: usize,
     lookahead: usize,
     /// Input not yet copied into the window.
@@ -96,13 +100,14 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     pick: Pick,
 }
 
-/// The step loop of a level 1 model: the two give the same tokens.
+/// How a level 1 model's next steps search: the two give the same tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pick {
-    /// `fast_steps`' own loop (matches dense).
-    Walk,
-    /// `level1::steps` (literals dense).
-    Level1,
+    /// Each search on its own (matches dense).
+    Plain,
+    /// The next position's chain loaded during each search (literals
+    /// dense).
+    Ahead,
     /// Always the one given (tests).
     #[cfg_attr(not(test), allow(dead_code))]
     Only(bool),
@@ -126,6 +131,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     /// which `LINKS` pays).
     pub fn new(level: u8) -> Self {
         let (good, lazy, nice, chain) = CONFIG[level.clamp(1, 9) as usize];
+        let four = level.clamp(1, 9) == 1;
         Self {
             level: level.clamp(1, 9),
             good,
@@ -133,8 +139,21 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             nice,
             chain,
             window: vec![0; 2 * W + level1::PAD],
-            head: super::table(HASH_MASK + 1),
-            prev: super::table_of(2 * W, [0; LINKS]),
+            head: if four {
+                Vec::new()
+            } else {
+                super::table(HASH_MASK + 1)
+            },
+            prev: if four {
+                Vec::new()
+            } else {
+                super::table_of(2 * W, [0; LINKS])
+            },
+            four: if four {
+                super::table(HASH_MASK + 1)
+            } else {
+                Vec::new()
+            },
             strstart: 0,
             lookahead: 0,
             input: Vec::new(),
@@ -153,7 +172,19 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             base: 0,
             fed: 0,
             rec: None,
-            pick: Pick::Walk,
+            pick: Pick::Plain,
+        }
+    }
+
+    /// A level 1 model on zlib's own `head` and `prev` (the tests'
+    /// reference for `level1`).
+    #[cfg(test)]
+    fn on_chains(level: u8) -> Self {
+        Self {
+            head: super::table(HASH_MASK + 1),
+            prev: super::table_of(2 * W, [0; LINKS]),
+            four: Vec::new(),
+            ..Self::new(level)
         }
     }
 
@@ -211,6 +242,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     fn restart(&mut self) {
         self.head.fill(0);
         self.prev.fill([0; LINKS]);
+        self.four.fill(0);
         self.strstart = 0;
         self.lookahead = 0;
         self.match_start = 0;
@@ -254,9 +286,13 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 self.strstart -= W;
                 self.base += W as u64;
                 // Entries below W fall out of the window and become NIL (0).
-                super::slide_down(&mut self.head, W);
-                self.prev.copy_within(W..2 * W, 0);
-                super::slide_down(self.prev[..W].as_flattened_mut(), W);
+                if self.four.is_empty() {
+                    super::slide_down(&mut self.head, W);
+                    self.prev.copy_within(W..2 * W, 0);
+                    super::slide_down(self.prev[..W].as_flattened_mut(), W);
+                } else {
+                    level1::slide(&mut self.four);
+                }
                 more += W;
             }
             let avail = src.len() - used;
@@ -280,19 +316,37 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
         used
     }
 
+    /// Hash position `p`; returns its chain's old head.
     #[inline]
     fn insert(&mut self, p: usize) -> usize {
-        insert(&self.window, &mut self.head, &mut self.prev, p)
+        level1::lane(self.insert_chain(p), 0)
     }
 
-    /// zlib's longest_match: the longest match strictly longer than
-    /// `prev_length`, nearest first on ties, within chain and nice limits.
-    fn longest_match(&mut self, cur: usize) -> usize {
+    /// Hash position `p`; returns its chain before, up to four deep (the
+    /// old head alone unless at level 1).
+    #[inline]
+    fn insert_chain(&mut self, p: usize) -> level1::Four {
+        if self.four.is_empty() {
+            level1::only(insert(&self.window, &mut self.head, &mut self.prev, p))
+        } else {
+            level1::insert(&self.window, &mut self.four, p)
+        }
+    }
+
+    /// zlib's longest_match from the chain `chain` (its head first): the
+    /// longest match strictly longer than `prev_length`, nearest first on
+    /// ties, within chain and nice limits.
+    fn longest_match(&mut self, chain: level1::Four) -> usize {
         let at = At {
             s: self.strstart,
             lookahead: self.lookahead,
             best: self.prev_length,
         };
+        if !self.four.is_empty() {
+            let lim = self.limits();
+            return level1::longest_match(&self.window, chain, lim, at, &mut self.match_start);
+        }
+        let cur = level1::lane(chain, 0);
         longest_match(
             &self.window,
             &self.prev,
@@ -321,117 +375,6 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             self.run_fast(out, flush)
         } else {
             self.run_slow(out, flush)
-        }
-    }
-
-    fn run_fast(&mut self, out: &mut Vec<Token>, flush: bool) {
-        loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window();
-                if self.lookahead < MIN_LOOKAHEAD && !flush {
-                    return;
-                }
-                if self.lookahead == 0 {
-                    return;
-                }
-            }
-            if self.lookahead >= MIN_LOOKAHEAD {
-                self.fast_steps(out);
-                continue;
-            }
-            let mut hash_head = NIL;
-            if self.lookahead >= MIN_MATCH {
-                hash_head = self.insert(self.strstart);
-            }
-            if hash_head != NIL && self.strstart - hash_head <= MAX_DIST {
-                self.match_length = self.longest_match(hash_head);
-            }
-            if self.match_length >= MIN_MATCH {
-                let w = &self.window[..2 * W];
-                let (at, m) = (
-                    (self.strstart, self.lookahead),
-                    (self.match_length, self.match_start),
-                );
-                (self.strstart, self.lookahead) =
-                    take_match(w, &mut self.head, &mut self.prev, out, at, m, self.lazy);
-                self.match_length = 0;
-            } else {
-                self.lit(out, self.strstart);
-                self.lookahead -= 1;
-                self.strstart += 1;
-            }
-        }
-    }
-
-    fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
-        loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window();
-                if self.lookahead < MIN_LOOKAHEAD && !flush {
-                    return;
-                }
-                if self.lookahead == 0 {
-                    break;
-                }
-            }
-            if self.lookahead >= MIN_LOOKAHEAD {
-                self.slow_steps(out);
-                continue;
-            }
-            if let Some(rec) = &mut self.rec {
-                if !self.match_available && self.match_length == MIN_MATCH - 1 {
-                    rec.note(self.base + self.strstart as u64, self.base, out.len());
-                }
-            }
-            let mut hash_head = NIL;
-            if self.lookahead >= MIN_MATCH {
-                hash_head = self.insert(self.strstart);
-            }
-            self.prev_length = self.match_length;
-            self.prev_match = self.match_start;
-            self.match_length = MIN_MATCH - 1;
-            if hash_head != NIL
-                && self.prev_length < self.lazy
-                && self.strstart - hash_head <= MAX_DIST
-            {
-                self.match_length = self.longest_match(hash_head);
-                if self.match_length == MIN_MATCH
-                    && self.strstart.wrapping_sub(self.match_start) > TOO_FAR
-                {
-                    self.match_length = MIN_MATCH - 1;
-                }
-            }
-            if self.prev_length >= MIN_MATCH && self.match_length <= self.prev_length {
-                let max_insert = self.strstart + self.lookahead - MIN_MATCH;
-                out.push(Token::matched(
-                    self.prev_length as u16,
-                    (self.strstart - 1 - self.prev_match) as u16,
-                ));
-                self.lookahead -= self.prev_length - 1;
-                self.prev_length -= 2;
-                while self.prev_length != 0 {
-                    self.strstart += 1;
-                    if self.strstart <= max_insert {
-                        self.insert(self.strstart);
-                    }
-                    self.prev_length -= 1;
-                }
-                self.match_available = false;
-                self.match_length = MIN_MATCH - 1;
-                self.strstart += 1;
-            } else if self.match_available {
-                self.lit(out, self.strstart - 1);
-                self.strstart += 1;
-                self.lookahead -= 1;
-            } else {
-                self.match_available = true;
-                self.strstart += 1;
-                self.lookahead -= 1;
-            }
-        }
-        if self.match_available {
-            self.lit(out, self.strstart - 1);
-            self.match_available = false;
         }
     }
 }

@@ -1,7 +1,7 @@
-//! The step loops of the zlib model while its lookahead is full: the
-//! hot part of every zlib, GNU gzip and pigz stream's analysis and
-//! rebuild, with the state in locals and the tables sliced to their
-//! lengths.
+//! The step loops of the zlib model: deflate_fast and deflate_slow, and
+//! their stretches while the lookahead is full (the hot part of every
+//! zlib, GNU gzip and pigz stream's analysis and rebuild), there with the
+//! state in locals and the tables sliced to their lengths.
 
 use super::search::{insert_at, longest_match, take_match, At};
 use super::{level1, Pick, ZlibModel, HASH_MASK, MAX_DIST, MIN_LOOKAHEAD, MIN_MATCH, NIL, TOO_FAR};
@@ -9,31 +9,140 @@ use crate::model::split::W;
 use crate::tokens::Token;
 
 impl<const LINKS: usize> ZlibModel<LINKS> {
+    /// deflate_fast: search while enough lookahead is buffered (to the
+    /// end when `flush`), the full-lookahead stretches in `fast_steps`.
+    pub(super) fn run_fast(&mut self, out: &mut Vec<Token>, flush: bool) {
+        loop {
+            if self.lookahead < MIN_LOOKAHEAD {
+                self.fill_window();
+                if self.lookahead < MIN_LOOKAHEAD && !flush {
+                    return;
+                }
+                if self.lookahead == 0 {
+                    return;
+                }
+            }
+            if self.lookahead >= MIN_LOOKAHEAD {
+                self.fast_steps(out);
+                continue;
+            }
+            let mut chain = 0;
+            if self.lookahead >= MIN_MATCH {
+                chain = self.insert_chain(self.strstart);
+            }
+            let hash_head = level1::lane(chain, 0);
+            if hash_head != NIL && self.strstart - hash_head <= MAX_DIST {
+                self.match_length = self.longest_match(chain);
+            }
+            if self.match_length >= MIN_MATCH {
+                let w = &self.window[..2 * W];
+                let (at, m) = (
+                    (self.strstart, self.lookahead),
+                    (self.match_length, self.match_start),
+                );
+                (self.strstart, self.lookahead) = if self.four.is_empty() {
+                    take_match(w, &mut self.head, &mut self.prev, out, at, m, self.lazy)
+                } else {
+                    level1::take_match(w, &mut self.four, out, at, m, self.lazy)
+                };
+                self.match_length = 0;
+            } else {
+                self.lit(out, self.strstart);
+                self.lookahead -= 1;
+                self.strstart += 1;
+            }
+        }
+    }
+
+    /// deflate_slow (lazy matching), as `run_fast`.
+    pub(super) fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
+        loop {
+            if self.lookahead < MIN_LOOKAHEAD {
+                self.fill_window();
+                if self.lookahead < MIN_LOOKAHEAD && !flush {
+                    return;
+                }
+                if self.lookahead == 0 {
+                    break;
+                }
+            }
+            if self.lookahead >= MIN_LOOKAHEAD {
+                self.slow_steps(out);
+                continue;
+            }
+            if let Some(rec) = &mut self.rec {
+                if !self.match_available && self.match_length == MIN_MATCH - 1 {
+                    rec.note(self.base + self.strstart as u64, self.base, out.len());
+                }
+            }
+            let mut hash_head = NIL;
+            if self.lookahead >= MIN_MATCH {
+                hash_head = self.insert(self.strstart);
+            }
+            self.prev_length = self.match_length;
+            self.prev_match = self.match_start;
+            self.match_length = MIN_MATCH - 1;
+            if hash_head != NIL
+                && self.prev_length < self.lazy
+                && self.strstart - hash_head <= MAX_DIST
+            {
+                self.match_length = self.longest_match(level1::only(hash_head));
+                if self.match_length == MIN_MATCH
+                    && self.strstart.wrapping_sub(self.match_start) > TOO_FAR
+                {
+                    self.match_length = MIN_MATCH - 1;
+                }
+            }
+            if self.prev_length >= MIN_MATCH && self.match_length <= self.prev_length {
+                let max_insert = self.strstart + self.lookahead - MIN_MATCH;
+                out.push(Token::matched(
+                    self.prev_length as u16,
+                    (self.strstart - 1 - self.prev_match) as u16,
+                ));
+                self.lookahead -= self.prev_length - 1;
+                self.prev_length -= 2;
+                while self.prev_length != 0 {
+                    self.strstart += 1;
+                    if self.strstart <= max_insert {
+                        self.insert(self.strstart);
+                    }
+                    self.prev_length -= 1;
+                }
+                self.match_available = false;
+                self.match_length = MIN_MATCH - 1;
+                self.strstart += 1;
+            } else if self.match_available {
+                self.lit(out, self.strstart - 1);
+                self.strstart += 1;
+                self.lookahead -= 1;
+            } else {
+                self.match_available = true;
+                self.strstart += 1;
+                self.lookahead -= 1;
+            }
+        }
+        if self.match_available {
+            self.lit(out, self.strstart - 1);
+            self.match_available = false;
+        }
+    }
+
     /// `run_fast`'s steps while the lookahead is full, with the state in
     /// locals and the tables sliced to their lengths (the model's thread
     /// bounds a piped zlib -1 rebuild: each step is what it costs).
     pub(super) fn fast_steps(&mut self, out: &mut Vec<Token>) {
+        out.reserve(self.lookahead);
+        if !self.four.is_empty() {
+            return self.level1_steps(out);
+        }
         let lim = self.limits();
         let (lazy, best) = (self.lazy, self.prev_length);
-        let padded = &self.window[..];
         let w = &self.window[..2 * W];
         let head = &mut self.head[..HASH_MASK + 1];
         let prev = &mut self.prev[..2 * W];
         let (mut s, mut look) = (self.strstart, self.lookahead);
         let (mut ml, mut ms) = (self.match_length, self.match_start);
-        out.reserve(look);
         assert!(w.len() == 2 * W && s + look <= w.len());
-        // Level 1 where the last steps were dense in tokens (mostly
-        // literals): the same tokens from `level1::steps`, with fewer stalls.
-        let (s0, t0) = (s, out.len());
-        let level1 = LINKS == 1
-            && (lim.chain, lim.nice, best) == (level1::CHAIN, level1::NICE, MIN_MATCH - 1)
-            && matches!(self.pick, Pick::Level1 | Pick::Only(true));
-        if level1 {
-            let mut at = level1::Cursor { s, look, ml, ms };
-            level1::steps(padded, head, prev, lazy, &mut at, out);
-            (s, look, ml, ms) = (at.s, at.look, at.ml, at.ms);
-        }
         while look >= MIN_LOOKAHEAD {
             // SAFETY (here and below): positions hashed are below s + look
             // - 3 <= 2 W - 3 (look only falls as s grows by as much), and
@@ -56,14 +165,37 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 s += 1;
             }
         }
-        if !matches!(self.pick, Pick::Only(_)) {
-            let dense = s - s0 < level1::DENSE * (out.len() - t0);
-            self.pick = if dense { Pick::Level1 } else { Pick::Walk };
-        }
         self.strstart = s;
         self.lookahead = look;
         self.match_length = ml;
         self.match_start = ms;
+    }
+
+    /// `fast_steps` at level 1, on its chains four deep (`level1`): the
+    /// next position's chain loaded ahead where the last steps were dense
+    /// in tokens (mostly literals).
+    fn level1_steps(&mut self, out: &mut Vec<Token>) {
+        let lim = self.limits();
+        assert!(
+            (lim.chain, lim.nice, self.prev_length) == (level1::CHAIN, level1::NICE, MIN_MATCH - 1)
+        );
+        let mut at = level1::Cursor {
+            s: self.strstart,
+            look: self.lookahead,
+            ml: self.match_length,
+            ms: self.match_start,
+        };
+        let (s0, t0) = (at.s, out.len());
+        let ahead = matches!(self.pick, Pick::Ahead | Pick::Only(true));
+        level1::steps(&self.window, &mut self.four, self.lazy, ahead, &mut at, out);
+        if !matches!(self.pick, Pick::Only(_)) {
+            let dense = at.s - s0 < level1::DENSE * (out.len() - t0);
+            self.pick = if dense { Pick::Ahead } else { Pick::Plain };
+        }
+        self.strstart = at.s;
+        self.lookahead = at.look;
+        self.match_length = at.ml;
+        self.match_start = at.ms;
     }
 
     /// `run_slow`'s steps while the lookahead is full, on locals as
