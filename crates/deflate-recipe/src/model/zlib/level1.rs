@@ -89,7 +89,7 @@ pub(super) fn slide(four: &mut [Four]) {
     super::super::slide_down(lanes, W);
 }
 
-/// zlib's longest_match over the chain `e` (`e[0]` is the head, not
+/// zlib's longest_match over the chain `e` (lane 0 is the head, not
 /// none and within MAX_DIST of `at.s`): the longest match strictly longer
 /// than `at.best`, nearest first on ties, within the chain and nice
 /// limits; `match_start` is moved to it. For the steps near the end of
