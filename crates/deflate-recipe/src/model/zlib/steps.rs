@@ -9,18 +9,24 @@ use crate::model::split::W;
 use crate::tokens::Token;
 
 impl<const LINKS: usize> ZlibModel<LINKS> {
+    /// zlib's fill at a loop top: whether to search on (false: wait for
+    /// more input, or, when `flush`, the input is all searched).
+    fn topped_up(&mut self, flush: bool) -> bool {
+        if self.lookahead < MIN_LOOKAHEAD {
+            self.fill_window();
+            if self.lookahead < MIN_LOOKAHEAD && !flush || self.lookahead == 0 {
+                return false;
+            }
+        }
+        true
+    }
+
     /// deflate_fast: search while enough lookahead is buffered (to the
     /// end when `flush`), the full-lookahead stretches in `fast_steps`.
     pub(super) fn run_fast(&mut self, out: &mut Vec<Token>, flush: bool) {
         loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window();
-                if self.lookahead < MIN_LOOKAHEAD && !flush {
-                    return;
-                }
-                if self.lookahead == 0 {
-                    return;
-                }
+            if !self.topped_up(flush) {
+                return;
             }
             if self.lookahead >= MIN_LOOKAHEAD {
                 self.fast_steps(out);
@@ -57,14 +63,12 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     /// deflate_slow (lazy matching), as `run_fast`.
     pub(super) fn run_slow(&mut self, out: &mut Vec<Token>, flush: bool) {
         loop {
-            if self.lookahead < MIN_LOOKAHEAD {
-                self.fill_window();
-                if self.lookahead < MIN_LOOKAHEAD && !flush {
+            if !self.topped_up(flush) {
+                if !flush {
                     return;
                 }
-                if self.lookahead == 0 {
-                    break;
-                }
+                // The end: a literal held back is the last token.
+                break;
             }
             if self.lookahead >= MIN_LOOKAHEAD {
                 self.slow_steps(out);
