@@ -54,22 +54,7 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     nice: usize,
     chain: usize,
     window: Vec<u8>,
-    head: Vec<u16>,
-    /// The chain links of each window position: zlib's `prev` link and the
-    /// `LINKS - 1` links it would reach from there, so that a search waits
-    /// on one load per `LINKS` candidates (an insert builds its entry from
-    /// the old head's, shifted by one; a position is hashed once, so an
-    /// entry never changes while the position is in the window). zlib
-    /// keeps a 32 KiB ring (`prev[p & WMASK]`); this keeps one entry per
-    /// window byte and moves the upper half down at each slide, so that no
-    /// mask sits on the path from link to link (a zlib -9 rebuild 18 %
-    /// faster). The same links are read: a search reads the links of
-    /// candidates above `strstart - MAX_DIST` only, whose ring slots no
-    /// later position has reached yet.
-    prev: Vec<[u16; LINKS]>,
-    /// Level 1's chains, four deep in the hash table (`level1`): used
-    /// there instead of `head` and `prev`, which are then empty.
-    four: Vec<level1::Four>,
+    chains: Chains<LINKS>,
     strstart: usize,
     lookahead: usize,
     /// Input not yet copied into the window.
@@ -98,6 +83,80 @@ pub struct ZlibModel<const LINKS: usize = 4> {
     rec: Option<Box<Recorder>>,
     /// Which loop level 1's next steps take (see `level1`).
     pick: Pick,
+}
+
+/// The hash chains.
+#[derive(Clone)]
+enum Chains<const LINKS: usize> {
+    /// zlib's: `head` per hash, and `prev`, the chain links of each window
+    /// position: zlib's `prev` link and the `LINKS - 1` links it would
+    /// reach from there, so that a search waits on one load per `LINKS`
+    /// candidates (an insert builds its entry from the old head's, shifted
+    /// by one; a position is hashed once, so an entry never changes while
+    /// the position is in the window). zlib keeps a 32 KiB ring (`prev[p &
+    /// WMASK]`); this keeps one entry per window byte and moves the upper
+    /// half down at each slide, so that no mask sits on the path from link
+    /// to link (a zlib -9 rebuild 18 % faster). The same links are read: a
+    /// search reads the links of candidates above `strstart - MAX_DIST`
+    /// only, whose ring slots no later position has reached yet.
+    Links {
+        head: Vec<u16>,
+        prev: Vec<[u16; LINKS]>,
+    },
+    /// Level 1's: the four positions last hashed alike, per hash
+    /// (`level1`).
+    Four(Vec<level1::Four>),
+}
+
+impl<const LINKS: usize> Chains<LINKS> {
+    /// Level 1's four-deep table, or zlib's `head` and `prev`.
+    fn new(level: u8) -> Self {
+        if level == 1 {
+            Chains::Four(super::table(HASH_MASK + 1))
+        } else {
+            Chains::links()
+        }
+    }
+
+    fn links() -> Self {
+        Chains::Links {
+            head: super::table(HASH_MASK + 1),
+            prev: super::table_of(2 * W, [0; LINKS]),
+        }
+    }
+
+    /// Hash position `p` of window `w`; returns its chain before, up to
+    /// four deep (the old head alone on zlib's chains).
+    #[inline]
+    fn insert(&mut self, w: &[u8], p: usize) -> level1::Four {
+        match self {
+            Chains::Links { head, prev } => level1::only(insert(w, head, prev, p)),
+            Chains::Four(four) => level1::insert(w, four, p),
+        }
+    }
+
+    /// The window slid down by W: entries below W fall out and become NIL (0).
+    fn slide(&mut self) {
+        match self {
+            Chains::Links { head, prev } => {
+                super::slide_down(head, W);
+                prev.copy_within(W..2 * W, 0);
+                super::slide_down(prev[..W].as_flattened_mut(), W);
+            }
+            Chains::Four(four) => level1::slide(four),
+        }
+    }
+
+    /// Every chain emptied.
+    fn clear(&mut self) {
+        match self {
+            Chains::Links { head, prev } => {
+                head.fill(0);
+                prev.fill([0; LINKS]);
+            }
+            Chains::Four(four) => four.fill(0),
+        }
+    }
 }
 
 /// How a level 1 model's next steps search: the two give the same tokens.
@@ -131,7 +190,6 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     /// which `LINKS` pays).
     pub fn new(level: u8) -> Self {
         let (good, lazy, nice, chain) = CONFIG[level.clamp(1, 9) as usize];
-        let four = level.clamp(1, 9) == 1;
         Self {
             level: level.clamp(1, 9),
             good,
@@ -139,21 +197,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             nice,
             chain,
             window: vec![0; 2 * W + level1::PAD],
-            head: if four {
-                Vec::new()
-            } else {
-                super::table(HASH_MASK + 1)
-            },
-            prev: if four {
-                Vec::new()
-            } else {
-                super::table_of(2 * W, [0; LINKS])
-            },
-            four: if four {
-                super::table(HASH_MASK + 1)
-            } else {
-                Vec::new()
-            },
+            chains: Chains::new(level.clamp(1, 9)),
             strstart: 0,
             lookahead: 0,
             input: Vec::new(),
@@ -181,9 +225,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     #[cfg(test)]
     fn on_chains(level: u8) -> Self {
         Self {
-            head: super::table(HASH_MASK + 1),
-            prev: super::table_of(2 * W, [0; LINKS]),
-            four: Vec::new(),
+            chains: Chains::links(),
             ..Self::new(level)
         }
     }
@@ -240,9 +282,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
 
     /// deflateReset + deflateSetDictionary for the next pigz block.
     fn restart(&mut self) {
-        self.head.fill(0);
-        self.prev.fill([0; LINKS]);
-        self.four.fill(0);
+        self.chains.clear();
         self.strstart = 0;
         self.lookahead = 0;
         self.match_start = 0;
@@ -285,14 +325,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                 self.match_start = self.match_start.wrapping_sub(W);
                 self.strstart -= W;
                 self.base += W as u64;
-                // Entries below W fall out of the window and become NIL (0).
-                if self.four.is_empty() {
-                    super::slide_down(&mut self.head, W);
-                    self.prev.copy_within(W..2 * W, 0);
-                    super::slide_down(self.prev[..W].as_flattened_mut(), W);
-                } else {
-                    level1::slide(&mut self.four);
-                }
+                self.chains.slide();
                 more += W;
             }
             let avail = src.len() - used;
@@ -326,11 +359,7 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     /// old head alone unless at level 1).
     #[inline]
     fn insert_chain(&mut self, p: usize) -> level1::Four {
-        if self.four.is_empty() {
-            level1::only(insert(&self.window, &mut self.head, &mut self.prev, p))
-        } else {
-            level1::insert(&self.window, &mut self.four, p)
-        }
+        self.chains.insert(&self.window, p)
     }
 
     /// zlib's longest_match from the chain `chain` (its head first): the
@@ -342,19 +371,14 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
             lookahead: self.lookahead,
             best: self.prev_length,
         };
-        if !self.four.is_empty() {
-            let lim = self.limits();
-            return level1::longest_match(&self.window, chain, lim, at, &mut self.match_start);
+        let (w, lim) = (&self.window, self.limits());
+        match &self.chains {
+            Chains::Links { prev, .. } => {
+                let cur = level1::lane(chain, 0);
+                longest_match(w, prev, lim, at, cur, &mut self.match_start)
+            }
+            Chains::Four(_) => level1::longest_match(w, chain, lim, at, &mut self.match_start),
         }
-        let cur = level1::lane(chain, 0);
-        longest_match(
-            &self.window,
-            &self.prev,
-            self.limits(),
-            at,
-            cur,
-            &mut self.match_start,
-        )
     }
 
     fn limits(&self) -> Limits {

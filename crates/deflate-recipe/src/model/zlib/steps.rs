@@ -4,7 +4,9 @@
 //! state in locals and the tables sliced to their lengths.
 
 use super::search::{insert_at, longest_match, take_match, At};
-use super::{level1, Pick, ZlibModel, HASH_MASK, MAX_DIST, MIN_LOOKAHEAD, MIN_MATCH, NIL, TOO_FAR};
+use super::{
+    level1, Chains, Pick, ZlibModel, HASH_MASK, MAX_DIST, MIN_LOOKAHEAD, MIN_MATCH, NIL, TOO_FAR,
+};
 use crate::model::split::W;
 use crate::tokens::Token;
 
@@ -46,10 +48,11 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
                     (self.strstart, self.lookahead),
                     (self.match_length, self.match_start),
                 );
-                (self.strstart, self.lookahead) = if self.four.is_empty() {
-                    take_match(w, &mut self.head, &mut self.prev, out, at, m, self.lazy)
-                } else {
-                    level1::take_match(w, &mut self.four, out, at, m, self.lazy)
+                (self.strstart, self.lookahead) = match &mut self.chains {
+                    Chains::Links { head, prev } => {
+                        take_match(w, head, prev, out, at, m, self.lazy)
+                    }
+                    Chains::Four(four) => level1::take_match(w, four, out, at, m, self.lazy),
                 };
                 self.match_length = 0;
             } else {
@@ -136,14 +139,14 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     /// bounds a piped zlib -1 rebuild: each step is what it costs).
     pub(super) fn fast_steps(&mut self, out: &mut Vec<Token>) {
         out.reserve(self.lookahead);
-        if !self.four.is_empty() {
-            return self.level1_steps(out);
-        }
         let lim = self.limits();
         let (lazy, best) = (self.lazy, self.prev_length);
+        let Chains::Links { head, prev } = &mut self.chains else {
+            return self.level1_steps(out);
+        };
         let w = &self.window[..2 * W];
-        let head = &mut self.head[..HASH_MASK + 1];
-        let prev = &mut self.prev[..2 * W];
+        let head = &mut head[..HASH_MASK + 1];
+        let prev = &mut prev[..2 * W];
         let (mut s, mut look) = (self.strstart, self.lookahead);
         let (mut ml, mut ms) = (self.match_length, self.match_start);
         assert!(w.len() == 2 * W && s + look <= w.len());
@@ -191,7 +194,10 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
         };
         let (s0, t0) = (at.s, out.len());
         let ahead = matches!(self.pick, Pick::Ahead | Pick::Only(true));
-        level1::steps(&self.window, &mut self.four, self.lazy, ahead, &mut at, out);
+        let Chains::Four(four) = &mut self.chains else {
+            unreachable!("level 1 steps on the four-deep chains")
+        };
+        level1::steps(&self.window, four, self.lazy, ahead, &mut at, out);
         if !matches!(self.pick, Pick::Only(_)) {
             let dense = at.s - s0 < level1::DENSE * (out.len() - t0);
             self.pick = if dense { Pick::Ahead } else { Pick::Plain };
@@ -207,9 +213,12 @@ impl<const LINKS: usize> ZlibModel<LINKS> {
     pub(super) fn slow_steps(&mut self, out: &mut Vec<Token>) {
         let lim = self.limits();
         let (lazy, base) = (self.lazy, self.base);
+        let Chains::Links { head, prev } = &mut self.chains else {
+            unreachable!("the lazy levels keep zlib's chains")
+        };
         let w = &self.window[..2 * W];
-        let head = &mut self.head[..HASH_MASK + 1];
-        let prev = &mut self.prev[..2 * W];
+        let head = &mut head[..HASH_MASK + 1];
+        let prev = &mut prev[..2 * W];
         let mut rec = self.rec.as_deref_mut();
         let (mut s, mut look) = (self.strstart, self.lookahead);
         let (mut ml, mut ms) = (self.match_length, self.match_start);
