@@ -26,7 +26,15 @@
 //!   check, which would double its analyse time) and rebuilt with
 //!   `RecreateStreamProcessor`, compared with the original;
 //! - the original encoder (recompressed rows only): compressing the same
-//!   tar from a file to /dev/null, one thread (pigz -p 1, GOMAXPROCS=1).
+//!   tar from a file to /dev/null, one thread (pigz -p 1, GOMAXPROCS=1);
+//! - paired rebuilds: ours (default threads) and preflate-rs's timed back
+//!   to back, alternating which goes first, 1 to 5 pairs a run (as many
+//!   as fit in about a second); the table gives the median of preflate-rs's
+//!   time ÷ ours over every pair, their number and range
+//!   (`PAIRS_DEBUG=1` prints each pair). Why: this VM's vCPUs each slow
+//!   down by about a quarter for stretches of 0.1 s to seconds, and the
+//!   per-run medians above compare timings taken a whole pass over the
+//!   inputs apart (BENCHMARKS.md, "Host slow stretches").
 //!
 //! MB/s are MB (10^6 bytes) of plaintext (tar) per second of wall time.
 //! Recipe bytes: ours is `Recipe::to_bytes().len()`; preflate's is the sum
@@ -189,10 +197,90 @@ struct Row {
     pf_r: Vec<(f64, f64)>,
     pf_ok: bool,
     enc: Vec<(f64, f64)>,
+    /// Rebuilds timed in pairs (see `pairs`): preflate-rs's wall time ÷
+    /// ours on the default threads, one per pair.
+    paired: Vec<f64>,
+}
+
+/// What preflate-rs's rebuild needs: the gzip header length, its chunks
+/// (corrections, plaintext) and the member's trailer.
+struct PfKept {
+    header: usize,
+    chunks: Vec<(Vec<u8>, Vec<u8>)>,
+    tail: Vec<u8>,
+}
+
+/// What a rebuild needs, kept from the analyses of one run.
+struct Kept {
+    plain: Vec<u8>,
+    recipe: Recipe,
+    pf: Option<PfKept>,
+}
+
+/// Our rebuild on the default threads: wall seconds.
+fn ours_rebuild(k: &Kept, gz: &[u8]) -> f64 {
+    set_threads(0);
+    let mut out = Vec::with_capacity(gz.len());
+    let t = Instant::now();
+    rebuild_gzip(&k.plain[..], &k.recipe, &mut out).expect("our rebuild");
+    let s = t.elapsed().as_secs_f64();
+    assert!(out == gz, "our rebuild differs");
+    s
+}
+
+/// preflate-rs's rebuild of what `preflate` analysed: wall seconds.
+fn pf_rebuild(k: &PfKept, gz: &[u8]) -> f64 {
+    let mut out = Vec::with_capacity(gz.len());
+    let t = Instant::now();
+    out.extend_from_slice(&gz[..k.header]);
+    let mut rec = RecreateStreamProcessor::new();
+    for (corr, plain) in &k.chunks {
+        let (bytes, _) = rec
+            .recompress(&mut Cursor::new(&plain[..]), corr)
+            .expect("preflate-rs rebuilt it before");
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(&k.tail);
+    let s = t.elapsed().as_secs_f64();
+    assert!(out == gz, "preflate-rs's rebuild differs");
+    s
+}
+
+/// Rebuilds timed back to back, ours and preflate-rs's alternating, as
+/// many pairs as fit in about a second (1 to 5): this host slows a vCPU
+/// by a quarter for stretches of 0.1 s to seconds (BENCHMARKS.md), and
+/// timings minutes apart then compare a slow stretch with a calm one.
+fn pairs(k: &Kept, gz: &[u8], row: &mut Row) {
+    let Some(pf) = &k.pf else {
+        return;
+    };
+    let mut n = 5;
+    let mut i = 0;
+    while i < n {
+        let (o, p) = if i % 2 == 0 {
+            let o = ours_rebuild(k, gz);
+            (o, pf_rebuild(pf, gz))
+        } else {
+            let p = pf_rebuild(pf, gz);
+            (ours_rebuild(k, gz), p)
+        };
+        row.paired.push(p / o);
+        if std::env::var_os("PAIRS_DEBUG").is_some() {
+            eprintln!(
+                "pair {i}: ours {:.1} ms, preflate-rs {:.1} ms",
+                o * 1e3,
+                p * 1e3
+            );
+        }
+        if i == 0 {
+            n = ((1.0 / (o + p)) as usize).clamp(1, 5);
+        }
+        i += 1;
+    }
 }
 
 /// Ours on one thread (`threads` 1) or on the default thread count (0).
-fn ours(gz: &[u8], row: &mut Row, threads: usize) -> Vec<u8> {
+fn ours(gz: &[u8], row: &mut Row, threads: usize) -> (Vec<u8>, Recipe) {
     set_threads(threads);
     let clock = if threads == 1 {
         Clock::start
@@ -224,17 +312,19 @@ fn ours(gz: &[u8], row: &mut Row, threads: usize) -> Vec<u8> {
         row.par_a.push(ta);
         row.par_r.push(tr);
     }
-    plain
+    (plain, recipe)
 }
 
-fn preflate(gz: &[u8], row: &mut Row) {
+/// preflate-rs's analyse and rebuild of `gz`; what it analysed, for
+/// `pairs`.
+fn preflate(gz: &[u8], row: &mut Row) -> Option<PfKept> {
     let Some(h) = gzip_header_len(gz) else {
         row.pf_err = Some("not a gzip member".into());
-        return;
+        return None;
     };
     if gz.len() < h + 8 {
         row.pf_err = Some("truncated gzip member".into());
-        return;
+        return None;
     }
     let deflate = &gz[h..];
     let config = PreflateConfig {
@@ -254,7 +344,7 @@ fn preflate(gz: &[u8], row: &mut Row) {
             }
             Err(e) => {
                 row.pf_err = Some(format!("{:?}: {}", e.exit_code(), first_line(e.message())));
-                return;
+                return None;
             }
         }
     }
@@ -266,7 +356,7 @@ fn preflate(gz: &[u8], row: &mut Row) {
             "{} bytes after the deflate stream (more members?)",
             tail.len()
         ));
-        return;
+        return None;
     }
     let t = Clock::start();
     let mut rec = RecreateStreamProcessor::new();
@@ -281,7 +371,7 @@ fn preflate(gz: &[u8], row: &mut Row) {
                     e.exit_code(),
                     first_line(e.message())
                 ));
-                return;
+                return None;
             }
         }
     }
@@ -293,6 +383,11 @@ fn preflate(gz: &[u8], row: &mut Row) {
     row.pf_chunks = chunks.len();
     row.pf_a.push(ta);
     row.pf_r.push(tr);
+    row.pf_ok.then(|| PfKept {
+        header: h,
+        chunks,
+        tail: tail.to_vec(),
+    })
 }
 
 fn first_line(s: &str) -> &str {
@@ -515,14 +610,19 @@ fn main() {
         for (inp, row) in inputs.iter().zip(rows.iter_mut()) {
             eprintln!("run {run}: {}", inp.label);
             drop(ours(&inp.gz, row, 1));
-            drop(ours(&inp.gz, row, 0));
+            let (plain, recipe) = ours(&inp.gz, row, 0);
+            let mut pf = None;
             if row.pf_err.is_none() {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     preflate(&inp.gz, row)
                 }));
-                if r.is_err() {
-                    row.pf_err = Some("panicked".into());
+                match r {
+                    Ok(k) => pf = k,
+                    Err(_) => row.pf_err = Some("panicked".into()),
                 }
+            }
+            if row.ours_ok {
+                pairs(&Kept { plain, recipe, pf }, &inp.gz, row);
             }
             if let Some((cmd, args, env)) = &inp.encoder {
                 row.enc
@@ -606,8 +706,8 @@ fn main() {
     println!(
         "\nSpeed on this machine's {threads} threads, MB/s of plaintext by wall time (CPU time of the whole process in parentheses), medians of {runs} runs; preflate-rs and the encoders run on one thread (pigz -p 1, GOMAXPROCS=1):\n"
     );
-    println!("| stream | ours: analyse | analyse × preflate-rs | ours: rebuild | rebuild × preflate-rs | rebuild ÷ encoder |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| stream | ours: analyse | analyse × preflate-rs | ours: rebuild | rebuild × preflate-rs | rebuild × paired (pairs, range) | rebuild ÷ encoder |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let g = |v: (f64, f64)| format!("{:.1} ({:.1})", v.0, v.1);
     for (inp, row) in inputs.iter().zip(rows.iter()) {
         let (oa, or) = (medians(&row.par_a), medians(&row.par_r));
@@ -620,14 +720,21 @@ fn main() {
         } else {
             format!("{:.2}", or.0 / medians(&row.enc).0)
         };
+        let paired = if row.paired.is_empty() {
+            "–".to_string()
+        } else {
+            let mut v = row.paired.clone();
+            let m = median(&mut v);
+            format!("{m:.2} ({}, {:.2}-{:.2})", v.len(), v[0], v[v.len() - 1])
+        };
         println!(
-            "| {} | {} | {xa} | {} | {xr} | {ratio} |",
+            "| {} | {} | {xa} | {} | {xr} | {paired} | {ratio} |",
             inp.label,
             g(oa),
             g(or)
         );
     }
     println!(
-        "\n× = ours ÷ preflate-rs by wall time; rebuild ÷ encoder = our rebuild ÷ the original encoder compressing the same tar on one thread (wall time)."
+        "\n× = ours ÷ preflate-rs by wall time; rebuild ÷ encoder = our rebuild ÷ the original encoder compressing the same tar on one thread (wall time). Paired: our rebuild and preflate-rs's timed back to back, alternating, 1 to 5 pairs a run (as many as fit in about a second); the median of preflate-rs's time ÷ ours over all pairs, their number and range."
     );
 }
