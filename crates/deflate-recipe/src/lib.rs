@@ -46,6 +46,7 @@ mod hdrpred;
 mod huffman;
 mod inflate;
 pub mod model;
+mod pages;
 mod rebuild;
 mod recipe;
 mod tokens;

@@ -8,78 +8,15 @@ use crate::error::{RecipeError, Result};
 use crate::hdrpred::{self, Freqs};
 use crate::huffman::{check_lengths, CL_ORDER};
 use crate::model::Model;
+use crate::pages::Pages;
 use crate::recipe::{self, Recipe, BF_BYTES, BF_EXPLICIT, BF_LAST, BF_TYPE_SHIFT};
 use crate::tokens::{BlockHead, BlockKind, DynHeader, Token};
 use crate::varint::ByteReader;
 use crate::writer::{write_block, write_stored};
 
-/// Plaintext of one member, read ahead as the model needs it.
-struct Plain<'a, R: Read> {
-    r: &'a mut R,
-    /// Plaintext from `base` in `buf[..filled]`; the rest of `buf` is room
-    /// already zeroed once, read into without zeroing it again.
-    buf: Vec<u8>,
-    filled: usize,
-    /// Absolute member offset of `buf[0]`.
-    base: u64,
-    /// Member plaintext length.
-    end: u64,
-    crc: crc32fast::Hasher,
-}
-
-impl<R: Read> Plain<'_, R> {
-    /// Make `buf` hold bytes up to absolute offset `upto` (≤ end).
-    fn ensure(&mut self, upto: u64) -> Result<()> {
-        while self.base + (self.filled as u64) < upto {
-            let have = self.base + self.filled as u64;
-            let want = (upto - have).max(1 << 16).min(self.end - have) as usize;
-            let old = self.filled;
-            if self.buf.len() < old + want {
-                self.buf.resize(old + want, 0);
-            }
-            let n = loop {
-                match self.r.read(&mut self.buf[old..old + want]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            self.filled = old + n;
-            self.crc.update(&self.buf[old..old + n]);
-            if n == 0 {
-                return Err(RecipeError::mismatch(
-                    "plaintext shorter than the recipe says",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn slice(&self, from: u64, to: u64) -> &[u8] {
-        debug_assert!(to <= self.base + self.filled as u64);
-        &self.buf[(from - self.base) as usize..(to - self.base) as usize]
-    }
-
-    /// Forget bytes before `keep` once they are more than the bytes kept
-    /// (and 256 KiB): the kept ones are moved down, fewer than were
-    /// dropped, so no byte is moved more than once on average, while the
-    /// buffer stays within twice what a model reading ahead keeps: fresh
-    /// pages cost more here than moving bytes (the 46 MB gzip -1 stream
-    /// rebuilt on 2 threads: 1099 page faults and a 6.8 MB peak, against
-    /// 1274 and 7.5 MB when 1 MiB and twice the kept bytes had to go).
-    fn trim(&mut self, keep: u64) {
-        let cut = (keep - self.base) as usize;
-        if cut > (1 << 18).max(self.filled - cut) {
-            self.buf.copy_within(cut..self.filled, 0);
-            self.filled -= cut;
-            self.base = keep;
-        }
-    }
-}
-
 /// Produces the actual tokens of one member.
 struct Tokens<'a, 'p, R: Read, T: Read> {
-    plain: Plain<'p, R>,
+    plain: Pages<'p, R>,
     model: Box<dyn Model>,
     dec: DiffDecoder,
     tokr: &'a mut ByteReader<T>,
@@ -144,7 +81,7 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
                     }
                     if explicit && t.is_lit() {
                         self.plain.ensure(self.pa + 1)?;
-                        t = Token::lit(self.plain.slice(self.pa, self.pa + 1)[0]);
+                        t = Token::lit(self.plain.byte(self.pa));
                     } else if explicit {
                         self.check_match(t, end)?;
                     }
@@ -169,9 +106,7 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
             )));
         }
         self.plain.ensure(end)?;
-        let here = self.plain.slice(self.pa, end);
-        let there = self.plain.slice(self.pa - dist, end - dist);
-        if here != there {
+        if !self.plain.same(self.pa, self.pa - dist, end - self.pa) {
             return Err(RecipeError::mismatch(format!(
                 "the plaintext at offset {} does not repeat the bytes {dist} back as the recipe says",
                 self.pa
@@ -196,8 +131,13 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
         }
         let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
         self.plain.ensure(self.pm + n)?;
-        let chunk = self.plain.slice(self.pm, self.pm + n);
-        self.model.predict(chunk, &mut self.scratch);
+        if let Some((page, range)) = self.plain.within(self.pm, self.pm + n) {
+            let page = std::sync::Arc::clone(page);
+            self.model.predict_page(&page, range, &mut self.scratch);
+        } else {
+            let chunk = self.plain.slice(self.pm, self.pm + n);
+            self.model.predict(chunk, &mut self.scratch);
+        }
         self.dec.predicted(&self.scratch);
         self.pm += n;
         // Keep a window for the explicit-match check.
@@ -342,14 +282,7 @@ pub fn rebuild<R: Read, W: Write>(mut plain: R, recipe: &Recipe, gz_out: W) -> R
                 let mut at = (0usize, 0u64);
                 let res = (|| -> Result<()> {
                     let mut toks = Tokens {
-                        plain: Plain {
-                            r: &mut plain,
-                            buf: Vec::new(),
-                            filled: 0,
-                            base: 0,
-                            end: len,
-                            crc: crc32fast::Hasher::new(),
-                        },
+                        plain: Pages::new(&mut plain, len),
                         model: recipe.model.build_threads(crate::threads()),
                         dec: DiffDecoder::default(),
                         tokr: &mut tokr,

@@ -576,3 +576,46 @@ fn oversized_stored_block_fails_before_reading() {
     assert!(msg.contains("gzip member 1 of 1, block 1"), "{msg}");
     assert!(src.1 < 70_000, "read {} bytes of plaintext first", src.1);
 }
+
+/// The rebuild reads plaintext in 64 KiB pages (`pages.rs`): explicit
+/// matches that reach back across a page boundary (every match, with the
+/// literals-only model), and model chunks that straddle pages (a pigz
+/// block of 100 000 bytes), rebuild exactly.
+#[test]
+fn matches_and_chunks_across_pages() {
+    let mut r = Lcg(11);
+    let words: Vec<Vec<u8>> = (0..50)
+        .map(|_| {
+            (0..2 + r.below(9))
+                .map(|_| b'a' + r.below(26) as u8)
+                .collect()
+        })
+        .collect();
+    let mut plain = Vec::new();
+    while plain.len() < 400_000 {
+        plain.extend_from_slice(&words[r.below(50) as usize]);
+        plain.push(if r.below(9) == 0 { b'\n' } else { b' ' });
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut enc, &plain).unwrap();
+    let gz = enc.finish().unwrap();
+    let specs = [
+        crate::ModelSpec::Literals,
+        crate::ModelSpec::Pigz {
+            level: 6,
+            block: 100_000,
+            dict: true,
+        },
+    ];
+    for spec in specs {
+        let mut out = Vec::new();
+        let recipe = crate::analyze::analyze_with(&gz[..], &mut out, Some(&[spec])).unwrap();
+        assert!(out == plain);
+        assert_eq!(recipe.model(), spec);
+        for threads in [1, 2] {
+            let mut back = Vec::new();
+            crate::with_threads(threads, || rebuild_gzip(&plain[..], &recipe, &mut back)).unwrap();
+            assert!(back == gz, "{spec:?} on {threads} threads");
+        }
+    }
+}

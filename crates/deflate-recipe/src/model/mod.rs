@@ -77,6 +77,17 @@ pub trait Model: Send {
     fn next_chunk(&self) -> usize;
     /// Predict the tokens for `chunk`, the next bytes of the stream.
     fn predict(&mut self, chunk: &[u8], out: &mut Vec<Token>);
+    /// [`predict`](Self::predict) for `page[range]`, a page the caller
+    /// shares: a model on another thread takes the page as it is
+    /// (`pipe.rs`) instead of a copy.
+    fn predict_page(
+        &mut self,
+        page: &std::sync::Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<Token>,
+    ) {
+        self.predict(&page[range], out)
+    }
     /// The stream ended: emit tokens still held back (lookahead).
     fn finish(&mut self, _out: &mut Vec<Token>) {}
     /// The stream turned out to be cut into independent blocks of this

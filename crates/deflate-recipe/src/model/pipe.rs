@@ -20,6 +20,7 @@
 //! given exactly what the caller gave.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 
 use super::cpus::{self, CpuPair};
 use super::{Model, Spare};
@@ -42,6 +43,8 @@ const DEPTH: usize = 4;
 enum Msg {
     /// Plaintext, and an empty vector to put the predictions in.
     Data(Vec<u8>, Vec<Token>),
+    /// The same, a whole page shared with the caller (no copy).
+    Page(Arc<Vec<u8>>, Vec<Token>),
     /// The block size learnt ([`Model::set_segment`]).
     Segment(usize, Vec<Token>),
     /// The stream ended: the rest of the predictions.
@@ -142,6 +145,18 @@ impl Pipe {
         let tokens = self.spare.tokens();
         self.send(Msg::Data(data, tokens));
     }
+
+    /// Predictions come exactly DEPTH - 1 batches behind, never sooner
+    /// even when ready: a caller feeds plaintext only when it wants
+    /// predictions, so taking them early left the model's thread idle
+    /// until the caller had used them up and fed two batches at once,
+    /// then made the caller wait a whole batch (a 10.8 MB Go BestSpeed
+    /// layer rebuilt in 27 ms, 6.5 of them waiting; then 0.3).
+    fn take_due(&mut self, out: &mut Vec<Token>) {
+        while self.in_flight >= DEPTH {
+            self.take(out);
+        }
+    }
 }
 
 impl Model for Pipe {
@@ -154,15 +169,23 @@ impl Model for Pipe {
         if self.batch.len() >= BATCH {
             self.send_batch();
         }
-        // Predictions come exactly DEPTH - 1 batches behind, never sooner
-        // even when ready: a caller feeds plaintext only when it wants
-        // predictions, so taking them early left the model's thread idle
-        // until the caller had used them up and fed two batches at once,
-        // then made the caller wait a whole batch (a 10.8 MB Go BestSpeed
-        // layer rebuilt in 27 ms, 6.5 of them waiting; then 0.3).
-        while self.in_flight >= DEPTH {
-            self.take(out);
+        self.take_due(out);
+    }
+
+    fn predict_page(
+        &mut self,
+        page: &Arc<Vec<u8>>,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<Token>,
+    ) {
+        // A whole page of a batch's size, nothing gathered before it: the
+        // batch as it is.
+        if !self.batch.is_empty() || range != (0..BATCH) || page.len() != BATCH {
+            return self.predict(&page[range], out);
         }
+        let tokens = self.spare.tokens();
+        self.send(Msg::Page(Arc::clone(page), tokens));
+        self.take_due(out);
     }
 
     fn finish(&mut self, out: &mut Vec<Token>) {
@@ -195,26 +218,12 @@ fn serve<M: Model>(mut model: M, rx: Receiver<Msg>, tx: Sender<Reply>) {
     for msg in rx {
         let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg {
             Msg::Data(data, mut tokens) => {
-                let from_rest = !rest.is_empty();
-                if from_rest {
-                    rest.extend_from_slice(&data);
-                }
-                let src: &[u8] = if from_rest { &rest } else { &data };
-                let mut off = 0;
-                loop {
-                    let n = model.next_chunk();
-                    if src.len() - off < n {
-                        break;
-                    }
-                    model.predict(&src[off..off + n], &mut tokens);
-                    off += n;
-                }
-                if from_rest {
-                    rest.drain(..off);
-                } else {
-                    rest.extend_from_slice(&data[off..]);
-                }
+                predict_batch(&mut model, &mut rest, &data, &mut tokens);
                 (tokens, data)
+            }
+            Msg::Page(page, mut tokens) => {
+                predict_batch(&mut model, &mut rest, &page, &mut tokens);
+                (tokens, Vec::new())
             }
             Msg::Segment(segment, mut tokens) => {
                 model.set_segment(segment, &mut tokens);
@@ -233,6 +242,35 @@ fn serve<M: Model>(mut model: M, rx: Receiver<Msg>, tx: Sender<Reply>) {
         if tx.send(reply).is_err() || failed {
             return;
         }
+    }
+}
+
+/// One batch `data` for the model, in the chunks it asks for; what is
+/// short of a chunk waits in `rest` for the next batch.
+fn predict_batch<M: Model>(
+    model: &mut M,
+    rest: &mut Vec<u8>,
+    data: &[u8],
+    tokens: &mut Vec<Token>,
+) {
+    let from_rest = !rest.is_empty();
+    if from_rest {
+        rest.extend_from_slice(data);
+    }
+    let src: &[u8] = if from_rest { rest } else { data };
+    let mut off = 0;
+    loop {
+        let n = model.next_chunk();
+        if src.len() - off < n {
+            break;
+        }
+        model.predict(&src[off..off + n], tokens);
+        off += n;
+    }
+    if from_rest {
+        rest.drain(..off);
+    } else {
+        rest.extend_from_slice(&data[off..]);
     }
 }
 
