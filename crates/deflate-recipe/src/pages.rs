@@ -57,6 +57,11 @@ impl<'a, R: Read> Pages<'a, R> {
 
     /// Read pages until they hold member offsets up to `upto` (≤ end).
     pub(crate) fn ensure(&mut self, upto: u64) -> Result<()> {
+        if upto > self.end {
+            return Err(RecipeError::mismatch(
+                "the recipe reads past the member's plaintext",
+            ));
+        }
         while self.filled < upto {
             let want = (self.end - self.filled).min(PAGE as u64) as usize;
             // A page is zeroed once, when new, and read into after.
@@ -146,10 +151,10 @@ impl<'a, R: Read> Pages<'a, R> {
         true
     }
 
-    /// Forget the pages wholly before offset `keep`.
+    /// Forget the (whole) pages before offset `keep`.
     pub(crate) fn trim(&mut self, keep: u64) {
         while let Some(p) = self.pages.front() {
-            if self.base + p.len() as u64 > keep {
+            if p.len() < PAGE || self.base + PAGE as u64 > keep {
                 break;
             }
             let p = self.pages.pop_front().expect("a front page");
@@ -212,11 +217,16 @@ mod tests {
     }
 
     #[test]
-    fn short_plaintext_is_an_error() {
+    fn short_plaintext_and_reads_past_the_end_are_errors() {
         let data = vec![1u8; 1000];
         let mut r = &data[..];
         let mut p = Pages::new(&mut r, 2000);
         let e = p.ensure(1500).unwrap_err();
         assert!(e.to_string().contains("shorter"), "{e}");
+        let mut r = &data[..];
+        let mut p = Pages::new(&mut r, 1000);
+        p.ensure(1000).unwrap();
+        let e = p.ensure(1001).unwrap_err();
+        assert!(e.to_string().contains("past the member"), "{e}");
     }
 }
