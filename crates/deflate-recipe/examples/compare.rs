@@ -31,10 +31,10 @@
 //!   to back, alternating which goes first, 1 to 5 pairs a run (as many
 //!   as fit in about a second); the table gives the median of preflate-rs's
 //!   time ÷ ours over every pair, their number and range
-//!   (`PAIRS_DEBUG=1` prints each pair). Why: this VM's vCPUs each slow
-//!   down by about a quarter for stretches of 0.1 s to seconds, and the
+//!   (`PAIRS_DEBUG=1` prints each pair). Why: this VM's vCPUs slow down
+//!   by a quarter or more for stretches of 0.1 s to seconds, and the
 //!   per-run medians above compare timings taken a whole pass over the
-//!   inputs apart (BENCHMARKS.md, "Host slow stretches").
+//!   inputs apart (BENCHMARKS.md, "The host's slow stretches").
 //!
 //! MB/s are MB (10^6 bytes) of plaintext (tar) per second of wall time.
 //! Recipe bytes: ours is `Recipe::to_bytes().len()`; preflate's is the sum
@@ -247,9 +247,10 @@ fn pf_rebuild(k: &PfKept, gz: &[u8]) -> f64 {
 }
 
 /// Rebuilds timed back to back, ours and preflate-rs's alternating, as
-/// many pairs as fit in about a second (1 to 5): this host slows a vCPU
-/// by a quarter for stretches of 0.1 s to seconds (BENCHMARKS.md), and
-/// timings minutes apart then compare a slow stretch with a calm one.
+/// many pairs as fit in about a second (1 to 5): this host's vCPUs slow
+/// down by a quarter or more for stretches of 0.1 s to seconds
+/// (BENCHMARKS.md), and timings minutes apart then compare a slow
+/// stretch with a calm one.
 fn pairs(k: &Kept, gz: &[u8], row: &mut Row) {
     let Some(pf) = &k.pf else {
         return;
