@@ -7,8 +7,8 @@
 //! down now and then (about one move per byte read) and each batch was
 //! copied again for the model's thread: two copies of the whole member
 //! on the calling thread, which in a piped zlib -1 rebuild of
-//! 295fef0417ad had 17.5-18.4 ms of CPU work against its model's 19.4
-//! (BENCHMARKS.md). Pages are shared with the model
+//! 295fef0417ad had 13.6-14.5 ms of CPU work against its model's 19.4
+//! (11.5-12.8 with pages; BENCHMARKS.md). Pages are shared with the model
 //! ([`Model::predict_page`](crate::model::Model::predict_page)) and
 //! dropped whole; only a stretch that spans two pages is gathered.
 
