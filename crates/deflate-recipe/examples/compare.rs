@@ -228,19 +228,25 @@ fn ours_rebuild(k: &Kept, gz: &[u8]) -> f64 {
     s
 }
 
-/// preflate-rs's rebuild of what `preflate` analysed: wall seconds.
-fn pf_rebuild(k: &PfKept, gz: &[u8]) -> f64 {
+/// preflate-rs's rebuild of the gzip member `gz` from what it analysed.
+fn pf_recreate(k: &PfKept, gz: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(gz.len());
-    let t = Instant::now();
     out.extend_from_slice(&gz[..k.header]);
     let mut rec = RecreateStreamProcessor::new();
     for (corr, plain) in &k.chunks {
         let (bytes, _) = rec
             .recompress(&mut Cursor::new(&plain[..]), corr)
-            .expect("preflate-rs rebuilt it before");
+            .map_err(|e| format!("rebuild {:?}: {}", e.exit_code(), first_line(e.message())))?;
         out.extend_from_slice(&bytes);
     }
     out.extend_from_slice(&k.tail);
+    Ok(out)
+}
+
+/// `pf_recreate` of a member it rebuilt before: wall seconds.
+fn pf_rebuild(k: &PfKept, gz: &[u8]) -> f64 {
+    let t = Instant::now();
+    let out = pf_recreate(k, gz).expect("preflate-rs rebuilt it before");
     let s = t.elapsed().as_secs_f64();
     assert!(out == gz, "preflate-rs's rebuild differs");
     s
@@ -359,36 +365,28 @@ fn preflate(gz: &[u8], row: &mut Row) -> Option<PfKept> {
         ));
         return None;
     }
+    let kept = PfKept {
+        header: h,
+        chunks,
+        tail: tail.to_vec(),
+    };
     let t = Clock::start();
-    let mut rec = RecreateStreamProcessor::new();
-    let mut out = Vec::with_capacity(gz.len());
-    out.extend_from_slice(&gz[..h]);
-    for (corr, plain) in &chunks {
-        match rec.recompress(&mut Cursor::new(&plain[..]), corr) {
-            Ok((bytes, _)) => out.extend_from_slice(&bytes),
-            Err(e) => {
-                row.pf_err = Some(format!(
-                    "rebuild {:?}: {}",
-                    e.exit_code(),
-                    first_line(e.message())
-                ));
-                return None;
-            }
+    let out = match pf_recreate(&kept, gz) {
+        Ok(out) => out,
+        Err(e) => {
+            row.pf_err = Some(e);
+            return None;
         }
-    }
-    out.extend_from_slice(tail);
+    };
     let tr = t.rate(plain_len);
     row.pf_ok = out == gz;
+    let chunks = &kept.chunks;
     row.pf_recipe =
         Some(chunks.iter().map(|c| c.0.len()).sum::<usize>() + h + 8 + 4 * chunks.len());
     row.pf_chunks = chunks.len();
     row.pf_a.push(ta);
     row.pf_r.push(tr);
-    row.pf_ok.then(|| PfKept {
-        header: h,
-        chunks,
-        tail: tail.to_vec(),
-    })
+    row.pf_ok.then_some(kept)
 }
 
 fn first_line(s: &str) -> &str {

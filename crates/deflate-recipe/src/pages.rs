@@ -87,11 +87,17 @@ impl<'a, R: Read> Pages<'a, R> {
         Ok(())
     }
 
+    /// The index of the page holding offset `at` and where in it.
+    fn index(&self, at: u64) -> (usize, usize) {
+        debug_assert!(at >= self.base && at < self.filled);
+        let off = at - self.base;
+        ((off / PAGE as u64) as usize, (off % PAGE as u64) as usize)
+    }
+
     /// The page holding offset `at` and where in it.
     fn locate(&self, at: u64) -> (&Arc<Vec<u8>>, usize) {
-        debug_assert!(at >= self.base && at < self.filled);
-        let k = ((at - self.base) / PAGE as u64) as usize;
-        (&self.pages[k], ((at - self.base) % PAGE as u64) as usize)
+        let (k, i) = self.index(at);
+        (&self.pages[k], i)
     }
 
     /// The page and range holding `[from, to)` if one page holds it all.
@@ -116,10 +122,9 @@ impl<'a, R: Read> Pages<'a, R> {
         if from == to {
             return &[];
         }
-        let (first, i) = self.locate(from);
-        if i + (to - from) as usize <= first.len() {
-            let (page, i) = self.locate(from);
-            return &page[i..i + (to - from) as usize];
+        let ((k, i), n) = (self.index(from), (to - from) as usize);
+        if i + n <= self.pages[k].len() {
+            return &self.pages[k][i..i + n];
         }
         let mut gather = std::mem::take(&mut self.gather);
         gather.clear();

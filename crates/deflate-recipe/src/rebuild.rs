@@ -132,8 +132,7 @@ impl<R: Read, T: Read> Tokens<'_, '_, R, T> {
         let n = (self.model.next_chunk() as u64).min(self.plain.end - self.pm);
         self.plain.ensure(self.pm + n)?;
         if let Some((page, range)) = self.plain.within(self.pm, self.pm + n) {
-            let page = std::sync::Arc::clone(page);
-            self.model.predict_page(&page, range, &mut self.scratch);
+            self.model.predict_page(page, range, &mut self.scratch);
         } else {
             let chunk = self.plain.slice(self.pm, self.pm + n);
             self.model.predict(chunk, &mut self.scratch);
